@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "softflow/flow.h"
 #include "softflow/status.h"
@@ -30,11 +31,25 @@ struct FlowParseOptions {
 //   "unknown field 'nw_dts' at column 23"
 Result<FlowRule> parse_flow(std::string_view line, const FlowParseOptions& opts = {});
 
+// parse_flow() plus which optional parts the line spelled out, for callers
+// that give an absent part its own meaning (del-flows / dump-flows filters
+// read a missing table= as "every table", which FlowRule cannot express).
+struct ParsedFlowLine {
+  FlowRule rule;
+  bool has_table = false;
+  bool has_priority = false;
+  bool has_actions = false;
+};
+Result<ParsedFlowLine> parse_flow_line(std::string_view line, const FlowParseOptions& opts = {});
+
 // Parses a file's worth of rules (one per line, '#' comments, blank lines).
 // Errors are prefixed with "line N: ".  Nothing is returned on any error.
 Result<std::vector<FlowRule>> parse_flows(std::string_view text, const FlowParseOptions& opts = {});
 
-// "priority=100,sf_stage=0,tcp,nw_dst=10.0.0.3,tp_src=80" (no table=, no actions)
+// "sf_stage=0,tcp,nw_dst=10.0.0.3,tp_src=80" (no table=, priority=, actions);
+// "" for a match-everything.  Fields come in one canonical order, with the
+// shorthands (tcp, ip, arp, ...) when dl_type/nw_proto allow.  Masks that the
+// parser cannot produce (megaflow masks) print as name=0xVALUE/0xMASK.
 std::string print_match(const Match& match);
 // "softflow:conntrack:1", "output:2,dec_ttl", "drop" for an empty list.
 std::string print_actions(const ActionList& actions);

@@ -1,0 +1,152 @@
+// The SoftFlow datapath: one instance per PMD thread, run-to-completion.
+//
+// process_batch() follows a batch of parsed packets through
+//   classify -> execute_actions -> run_services -> reinject -> ... -> tx
+// in rounds: round r handles every packet at sf_stage r.  In each round,
+// packets that need a lookup are classified (EMC, megaflows, else an upcall
+// into the OpenFlow slow path); each packet's action segment runs; packets
+// that reach a SoftFlow action are handed to their service in batches grouped
+// by (service, argument); then every such packet either continues with its
+// megaflow's coalesced next segment (no lookup) or is re-injected at table 0
+// for a lookup at the next stage.
+//
+// Why rounds: the order in which services see packets and the order in which
+// each port emits them then depend only on the batch and the stage, never on
+// whether coalescing saved a lookup, so coalescing on/off cannot change what
+// leaves which port (DESIGN.md's invariant).  Output is emitted per batch in
+// input order (a packet's copies in the order its actions produced them).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "softflow/megaflow.h"
+#include "softflow/openflow.h"
+#include "softflow/packet.h"
+#include "softflow/service.h"
+
+namespace softflow {
+
+struct DatapathConfig {
+  bool coalesce = true;
+  MegaflowCacheConfig cache;
+};
+
+struct DatapathStats {
+  uint64_t rx_packets = 0;
+  uint64_t rx_bytes = 0;
+  uint64_t tx_packets = 0;
+  uint64_t tx_bytes = 0;
+  uint64_t malformed = 0;  // packets with parse flags (forwarded by what parsed)
+  uint64_t lookups = 0;    // megaflow cache lookups (EMC or classifier)
+  uint64_t emc_hits = 0;
+  uint64_t megaflow_hits = 0;
+  uint64_t upcalls = 0;        // lookups that missed: slow path
+  uint64_t xlates = 0;         // slow-path translations (upcalls + coalescing builds)
+  uint64_t subtables_searched = 0;
+  uint64_t coalesced = 0;      // stage transitions taken without a lookup
+  uint64_t coalesce_guard_failed = 0;  // continuation present but guard said no
+  uint64_t reinjected = 0;     // packets re-entering table 0 for a lookup
+  uint64_t service_packets = 0;
+  uint64_t service_batches = 0;
+  uint64_t megaflows_installed = 0;
+  uint64_t megaflow_limit_hits = 0;  // upcall could not install: cache full
+  uint64_t megaflows_expired = 0;
+  uint64_t revalidated_updated = 0;
+  uint64_t revalidated_removed = 0;
+  std::array<uint64_t, static_cast<size_t>(DropReason::kCount)> drops{};
+
+  uint64_t drop_count(DropReason r) const { return drops[static_cast<size_t>(r)]; }
+  uint64_t total_drops() const;
+};
+
+// Where the datapath sends packets.  Called at the end of each batch in
+// emission order; the frame is only valid during the call.
+class PacketSink {
+ public:
+  virtual ~PacketSink() = default;
+  // Returns false if the port does not exist (the copy is counted as a drop).
+  virtual bool transmit(uint32_t port, std::span<const uint8_t> frame, uint64_t timestamp_ns) = 0;
+};
+
+class Datapath {
+ public:
+  Datapath(OpenFlowTables& tables, ServiceSet& services, DatapathConfig config, PacketSink* sink);
+
+  // Processes up to kMaxBatch parsed packets (key, offsets, in_port set;
+  // sf_stage/sf_action/sf_metadata zero).  Packets are not freed here.
+  void process_batch(std::span<Packet* const> batch, uint64_t now_ns);
+
+  // Re-translates every megaflow against the current tables and updates or
+  // removes each one that changed.  Call after every flow-table change.
+  void revalidate();
+  // Removes idle megaflows; returns how many.
+  size_t expire(uint64_t now_ns);
+  // Credits rules with the traffic their megaflows carried since last time.
+  void push_rule_stats();
+
+  MegaflowCache& megaflows() { return cache_; }
+  const DatapathStats& stats() const { return stats_; }
+  bool coalescing() const { return config_.coalesce; }
+  void set_coalescing(bool on) { config_.coalesce = on; }
+  void set_sink(PacketSink* sink) { sink_ = sink; }
+
+ private:
+  // A megaflow under construction by an upcall: the stages translated so far
+  // for one packet, installed when its chain of coalescable stages ends.
+  struct Builder {
+    FlowKey origin_key;
+    FlowKey mask;
+    FlowKey written;  // bits constant for every packet of the megaflow after stage 0
+    std::vector<MegaflowSegment> segments;
+    bool installed = false;
+  };
+  enum class Next : uint8_t { kLookup, kExecute, kService, kDone };
+  struct InFlight {
+    Packet* pkt = nullptr;
+    Megaflow* megaflow = nullptr;  // megaflow being executed (null while a builder runs)
+    int builder = -1;              // index into builders_
+    uint16_t segment = 0;
+    Next next = Next::kLookup;
+    bool emitted = false;
+    uint8_t service = 0;
+  };
+  struct Emission {
+    uint32_t packet_index;
+    uint32_t port;
+    uint32_t offset;
+    uint32_t len;
+    uint64_t timestamp_ns;
+  };
+
+  void classify(InFlight& f, uint64_t now_ns);
+  void upcall(InFlight& f);
+  void execute_actions(uint32_t index, InFlight& f, uint64_t now_ns);
+  void run_services(std::span<const uint32_t> indexes);
+  void reinject(InFlight& f, uint64_t now_ns);
+  void tx();
+
+  MegaflowSegment& current_segment(InFlight& f);
+  MegaflowSegment make_segment(const XlateResult& xr, const FlowKey& input_key, uint32_t guard);
+  void install_builder(Builder& b, uint64_t now_ns);
+  void emit(uint32_t index, InFlight& f, uint32_t port);
+  void drop(InFlight& f, DropReason reason);
+  void push_megaflow_stats(Megaflow& mf);
+  void credit_segments(std::vector<MegaflowSegment>& segments);
+
+  OpenFlowTables& tables_;
+  ServiceSet& services_;
+  DatapathConfig config_;
+  PacketSink* sink_;
+  MegaflowCache cache_;
+  DatapathStats stats_;
+
+  std::array<InFlight, kMaxBatch> inflight_;
+  std::vector<Builder> builders_;
+  std::vector<Emission> emissions_;
+  std::vector<uint8_t> tx_arena_;
+};
+
+}  // namespace softflow

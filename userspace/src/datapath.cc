@@ -1,0 +1,347 @@
+#include "softflow/datapath.h"
+
+#include <algorithm>
+
+#include "softflow/packet_ops.h"
+
+namespace softflow {
+namespace {
+
+// Key bits that are the same for every packet following a coalesced chain
+// once a SoftFlow action has run: sf_stage and sf_action are fixed by the
+// chain, and sf_metadata is checked by the run-time guard.
+FlowKey service_written_bits() {
+  FlowKey m = field_mask(Field::kSfStage);
+  key_or_into(m, field_mask(Field::kSfAction));
+  key_or_into(m, field_mask(Field::kSfMetadata));
+  return m;
+}
+const FlowKey kServiceWritten = service_written_bits();
+
+}  // namespace
+
+uint64_t DatapathStats::total_drops() const {
+  uint64_t n = 0;
+  for (uint64_t d : drops) n += d;
+  return n;
+}
+
+Datapath::Datapath(OpenFlowTables& tables, ServiceSet& services, DatapathConfig config,
+                   PacketSink* sink)
+    : tables_(tables), services_(services), config_(config), sink_(sink), cache_(config.cache) {
+  builders_.reserve(kMaxBatch);
+  emissions_.reserve(kMaxBatch * 2);
+  tx_arena_.reserve(kMaxBatch * 2048);
+}
+
+// ---- the pipeline ---------------------------------------------------------------
+
+void Datapath::process_batch(std::span<Packet* const> batch, uint64_t now_ns) {
+  const uint32_t n = static_cast<uint32_t>(std::min(batch.size(), kMaxBatch));
+  for (uint32_t i = 0; i < n; ++i) {
+    inflight_[i] = InFlight{};
+    inflight_[i].pkt = batch[i];
+    ++stats_.rx_packets;
+    stats_.rx_bytes += batch[i]->len;
+    if (batch[i]->parse_flags & kParseMalformed) ++stats_.malformed;
+  }
+
+  std::array<uint32_t, kMaxBatch> at_service;
+  for (;;) {
+    for (uint32_t i = 0; i < n; ++i)
+      if (inflight_[i].next == Next::kLookup) classify(inflight_[i], now_ns);
+    for (uint32_t i = 0; i < n; ++i)
+      if (inflight_[i].next == Next::kExecute) execute_actions(i, inflight_[i], now_ns);
+
+    size_t n_service = 0;
+    for (uint32_t i = 0; i < n; ++i)
+      if (inflight_[i].next == Next::kService) at_service[n_service++] = i;
+    if (n_service == 0) break;
+    run_services({at_service.data(), n_service});
+    for (size_t k = 0; k < n_service; ++k) reinject(inflight_[at_service[k]], now_ns);
+  }
+  tx();
+  builders_.clear();
+}
+
+void Datapath::classify(InFlight& f, uint64_t /*now_ns*/) {
+  Packet& p = *f.pkt;
+  ++stats_.lookups;
+  // The XDP hash covers the stage-0 key; later stages hash here.
+  const uint32_t hash = (p.hash != 0 && p.key.sf_stage == 0) ? p.hash : key_hash(p.key);
+  MegaflowLookupStats ls;
+  Megaflow* mf = cache_.lookup(p.key, hash, ls);
+  stats_.emc_hits += ls.emc_hits;
+  stats_.megaflow_hits += ls.megaflow_hits;
+  stats_.subtables_searched += ls.subtables_searched;
+  f.segment = 0;
+  f.builder = -1;
+  if (mf != nullptr) {
+    f.megaflow = mf;
+    f.next = Next::kExecute;
+    return;
+  }
+  f.megaflow = nullptr;
+  upcall(f);
+}
+
+void Datapath::upcall(InFlight& f) {
+  ++stats_.upcalls;
+  ++stats_.xlates;
+  const FlowKey& key = f.pkt->key;
+  XlateResult xr = tables_.xlate(key);
+  Builder b;
+  b.origin_key = key;
+  b.mask = xr.wildcards;
+  b.written = xr.written;
+  key_or_into(b.written, kServiceWritten);
+  b.segments.push_back(make_segment(xr, key, 0));
+  builders_.push_back(std::move(b));
+  f.builder = static_cast<int>(builders_.size() - 1);
+  f.next = Next::kExecute;
+}
+
+MegaflowSegment Datapath::make_segment(const XlateResult& xr, const FlowKey& input_key,
+                                       uint32_t guard) {
+  MegaflowSegment seg;
+  seg.actions = xr.actions;
+  seg.guard_metadata = guard;
+  seg.input_key = input_key;
+  seg.rule_ids.reserve(xr.steps.size());
+  for (const XlateStep& s : xr.steps)
+    if (s.rule_id) seg.rule_ids.push_back(s.rule_id);
+  seg.drop_reason = xr.drop_reason;
+  return seg;
+}
+
+MegaflowSegment& Datapath::current_segment(InFlight& f) {
+  if (f.builder >= 0) return builders_[f.builder].segments[f.segment];
+  return f.megaflow->segments[f.segment];
+}
+
+void Datapath::execute_actions(uint32_t index, InFlight& f, uint64_t now_ns) {
+  Packet& p = *f.pkt;
+  MegaflowSegment& seg = current_segment(f);
+  ++seg.n_packets;
+  seg.n_bytes += p.len;
+  if (f.megaflow != nullptr && f.segment == 0) {
+    ++f.megaflow->n_packets;
+    f.megaflow->n_bytes += p.len;
+    f.megaflow->used_ns = now_ns;
+  }
+  for (const Action& a : seg.actions) {
+    switch (a.type) {
+      case ActionType::kOutput:
+        emit(index, f, a.port);
+        break;
+      case ActionType::kOutputInPort:
+        emit(index, f, p.key.in_port);
+        break;
+      case ActionType::kSetField:
+        packet_set_field(p, a);
+        break;
+      case ActionType::kDecTtl:
+        if (packet_dec_ttl(p) == TtlResult::kExpired) {
+          drop(f, DropReason::kTtlExceeded);
+          if (f.builder >= 0 && !builders_[f.builder].installed)
+            install_builder(builders_[f.builder], now_ns);
+          return;
+        }
+        break;
+      case ActionType::kSoftflow:
+        p.sf_argument = a.sf_argument;
+        f.service = a.service;
+        f.next = Next::kService;
+        break;
+      case ActionType::kGotoTable:
+        break;  // never in a datapath action list
+    }
+  }
+  if (f.builder >= 0) {
+    Builder& b = builders_[f.builder];
+    if (!b.installed && (!seg.ends_in_service() || !config_.coalesce)) install_builder(b, now_ns);
+  }
+  if (f.next != Next::kService) {
+    f.next = Next::kDone;
+    if (!f.emitted)
+      drop(f, seg.drop_reason == DropReason::kNone ? DropReason::kActionDrop : seg.drop_reason);
+  }
+}
+
+void Datapath::run_services(std::span<const uint32_t> indexes) {
+  // Group by (service, argument), keeping input order inside each group and
+  // ordering groups by first appearance.
+  std::array<bool, kMaxBatch> taken{};
+  std::array<Packet*, kMaxBatch> group;
+  for (size_t a = 0; a < indexes.size(); ++a) {
+    if (taken[a]) continue;
+    const InFlight& lead = inflight_[indexes[a]];
+    const uint8_t service_id = lead.service;
+    const uint32_t arg = lead.pkt->sf_argument;
+    size_t n = 0;
+    for (size_t b = a; b < indexes.size(); ++b) {
+      const InFlight& f = inflight_[indexes[b]];
+      if (taken[b] || f.service != service_id || f.pkt->sf_argument != arg) continue;
+      taken[b] = true;
+      f.pkt->sf_coalesce = false;
+      group[n++] = f.pkt;
+    }
+    Service* svc = services_.get(service_id);
+    if (svc != nullptr) svc->process({group.data(), n}, arg);
+    ++stats_.service_batches;
+    stats_.service_packets += n;
+  }
+}
+
+void Datapath::reinject(InFlight& f, uint64_t now_ns) {
+  Packet& p = *f.pkt;
+  ++p.key.sf_stage;
+  p.key.sf_action = f.service;
+
+  Builder* b = f.builder >= 0 ? &builders_[f.builder] : nullptr;
+  if (p.key.sf_stage >= SF_MAX_STAGES) {
+    if (b != nullptr && !b->installed) install_builder(*b, now_ns);
+    drop(f, DropReason::kLoopLimit);
+    f.next = Next::kDone;
+    return;
+  }
+
+  if (b != nullptr && !b->installed && p.sf_coalesce) {
+    // Coalescing build: translate the next stage for this packet now and
+    // append it to the megaflow under construction.
+    ++stats_.xlates;
+    XlateResult xr = tables_.xlate(p.key);
+    key_or_into(b->mask, key_and_not(xr.wildcards, b->written));
+    key_or_into(b->written, xr.written);
+    b->segments.push_back(make_segment(xr, p.key, p.key.sf_metadata));
+    ++f.segment;
+    f.next = Next::kExecute;
+    return;
+  }
+  if (b != nullptr) {
+    if (!b->installed) install_builder(*b, now_ns);
+    f.builder = -1;
+  } else if (f.megaflow != nullptr && f.segment + 1u < f.megaflow->segments.size()) {
+    const MegaflowSegment& next = f.megaflow->segments[f.segment + 1];
+    if (p.sf_coalesce && p.key.sf_metadata == next.guard_metadata) {
+      ++f.segment;
+      ++stats_.coalesced;
+      f.next = Next::kExecute;
+      return;
+    }
+    ++stats_.coalesce_guard_failed;
+  }
+  ++stats_.reinjected;
+  f.megaflow = nullptr;
+  f.next = Next::kLookup;
+}
+
+void Datapath::emit(uint32_t index, InFlight& f, uint32_t port) {
+  const Packet& p = *f.pkt;
+  Emission e{index, port, static_cast<uint32_t>(tx_arena_.size()), p.len, p.timestamp_ns};
+  tx_arena_.insert(tx_arena_.end(), p.data, p.data + p.len);
+  emissions_.push_back(e);
+  f.emitted = true;
+}
+
+void Datapath::tx() {
+  // Input order; a packet's own copies keep their action order.
+  std::stable_sort(emissions_.begin(), emissions_.end(),
+                   [](const Emission& a, const Emission& b) { return a.packet_index < b.packet_index; });
+  for (const Emission& e : emissions_) {
+    const bool sent = sink_ != nullptr &&
+                      sink_->transmit(e.port, {tx_arena_.data() + e.offset, e.len}, e.timestamp_ns);
+    if (sent) {
+      ++stats_.tx_packets;
+      stats_.tx_bytes += e.len;
+    } else {
+      ++stats_.drops[static_cast<size_t>(DropReason::kNoSuchPort)];
+    }
+  }
+  emissions_.clear();
+  tx_arena_.clear();
+}
+
+void Datapath::drop(InFlight& f, DropReason reason) {
+  f.next = Next::kDone;
+  ++stats_.drops[static_cast<size_t>(reason)];
+}
+
+void Datapath::install_builder(Builder& b, uint64_t now_ns) {
+  b.installed = true;
+  const size_t before = cache_.size();
+  Megaflow* mf = cache_.install(b.origin_key, b.mask, b.segments, now_ns);
+  if (mf == nullptr) ++stats_.megaflow_limit_hits;
+  if (mf == nullptr || cache_.size() == before) {
+    credit_segments(b.segments);  // not installed: its traffic counts now
+    return;
+  }
+  ++stats_.megaflows_installed;
+}
+
+// ---- maintenance ----------------------------------------------------------------
+
+void Datapath::credit_segments(std::vector<MegaflowSegment>& segments) {
+  for (MegaflowSegment& seg : segments) {
+    const uint64_t dp = seg.n_packets - seg.pushed_packets;
+    const uint64_t db = seg.n_bytes - seg.pushed_bytes;
+    if (dp == 0 && db == 0) continue;
+    for (uint64_t rule : seg.rule_ids) tables_.credit(rule, dp, db);
+    seg.pushed_packets = seg.n_packets;
+    seg.pushed_bytes = seg.n_bytes;
+  }
+}
+
+void Datapath::push_megaflow_stats(Megaflow& mf) { credit_segments(mf.segments); }
+
+void Datapath::push_rule_stats() {
+  cache_.for_each([this](Megaflow& mf) { push_megaflow_stats(mf); });
+}
+
+size_t Datapath::expire(uint64_t now_ns) {
+  const size_t n = cache_.expire(now_ns, [this](Megaflow& mf) { push_megaflow_stats(mf); });
+  stats_.megaflows_expired += n;
+  return n;
+}
+
+void Datapath::revalidate() {
+  std::vector<Megaflow*> doomed;
+  cache_.for_each([&](Megaflow& mf) {
+    std::vector<MegaflowSegment> fresh;
+    FlowKey needed = zero_key();
+    FlowKey written = zero_key();
+    bool changed = false;
+    for (size_t k = 0; k < mf.segments.size(); ++k) {
+      const MegaflowSegment& old = mf.segments[k];
+      XlateResult xr = tables_.xlate(old.input_key);
+      key_or_into(needed, key_and_not(xr.wildcards, written));
+      key_or_into(written, xr.written);
+      key_or_into(written, kServiceWritten);
+      fresh.push_back(make_segment(xr, old.input_key, old.guard_metadata));
+      if (xr.actions != old.actions) {
+        // Later segments were compiled for what the old actions (and the
+        // service after them) did to the packet; drop them.
+        changed = true;
+        break;
+      }
+      if (fresh.back().rule_ids != old.rule_ids || fresh.back().drop_reason != old.drop_reason)
+        changed = true;
+    }
+    if (!key_is_subset(needed, mf.mask)) {
+      doomed.push_back(&mf);
+      return;
+    }
+    if (changed || fresh.size() != mf.segments.size()) {
+      push_megaflow_stats(mf);
+      mf.segments = std::move(fresh);
+      ++stats_.revalidated_updated;
+    }
+  });
+  for (Megaflow* mf : doomed) {
+    push_megaflow_stats(*mf);
+    cache_.remove(mf);
+    ++stats_.revalidated_removed;
+  }
+}
+
+}  // namespace softflow
