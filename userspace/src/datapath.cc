@@ -77,10 +77,13 @@ void Datapath::classify(InFlight& f, uint64_t /*now_ns*/) {
   f.segment = 0;
   f.builder = -1;
   if (mf != nullptr) {
+    if (f.extend != nullptr) attach_continuation(f, *mf);
+    f.extend = nullptr;
     f.megaflow = mf;
     f.next = Next::kExecute;
     return;
   }
+  f.extend = nullptr;
   f.megaflow = nullptr;
   upcall(f);
 }
@@ -230,6 +233,13 @@ void Datapath::reinject(InFlight& f, uint64_t now_ns) {
       return;
     }
     ++stats_.coalesce_guard_failed;
+  } else if (f.megaflow != nullptr && p.sf_coalesce && config_.coalesce) {
+    // No continuation yet (the packet that built the megaflow declined to
+    // coalesce, or coalescing was switched on later): try to add one after
+    // this packet's next-stage lookup.
+    f.extend = f.megaflow;
+    f.extend_generation = f.megaflow->generation;
+    f.extend_segment = f.segment;
   }
   ++stats_.reinjected;
   f.megaflow = nullptr;
@@ -277,6 +287,33 @@ void Datapath::install_builder(Builder& b, uint64_t now_ns) {
     return;
   }
   ++stats_.megaflows_installed;
+}
+
+// Appends the first segment of 'next' (the megaflow the packet found at stage
+// k+1) to the megaflow it left at stage k, guarded by its sf_metadata.  Sound
+// only if every packet of the old megaflow that passes the guard would also
+// match 'next' at stage k+1: every bit of next's mask is either constant after
+// the old segments (set-field, sf_stage/sf_action, the guarded sf_metadata)
+// or already fixed by the old megaflow's mask.  Append-only, so packets in
+// flight on the old megaflow are unaffected.
+void Datapath::attach_continuation(InFlight& f, const Megaflow& next) {
+  Megaflow& mf = *f.extend;
+  if (!mf.alive || mf.generation != f.extend_generation || &mf == &next) return;
+  if (f.extend_segment + 1u != mf.segments.size()) return;  // someone extended it already
+  FlowKey written = kServiceWritten;
+  for (const MegaflowSegment& seg : mf.segments)
+    for (const Action& a : seg.actions)
+      if (a.type == ActionType::kSetField) key_or_into(written, set_field_written_mask(a));
+  if (!key_is_subset(key_and_not(next.mask, written), mf.mask)) return;
+  const MegaflowSegment& src = next.segments.front();
+  MegaflowSegment seg;
+  seg.actions = src.actions;
+  seg.guard_metadata = f.pkt->key.sf_metadata;
+  seg.input_key = f.pkt->key;
+  seg.rule_ids = src.rule_ids;
+  seg.drop_reason = src.drop_reason;
+  mf.segments.push_back(std::move(seg));
+  ++stats_.continuations_attached;
 }
 
 // ---- maintenance ----------------------------------------------------------------

@@ -68,7 +68,7 @@ uint32_t ip_datagram_end(const Packet& pkt) {
   if (is_ipv4(pkt)) {
     const uint32_t header_len = (ip[0] & 0x0f) * 4u;
     const uint32_t total_len = load_be16(ip + 2);
-    return pkt.l3_ofs + std::clamp(total_len, header_len, avail);
+    return pkt.l3_ofs + std::min(std::max(total_len, header_len), avail);
   }
   return pkt.l3_ofs + std::min(kIpv6HeaderLen + load_be16(ip + 4), avail);
 }

@@ -102,7 +102,7 @@ DatapathStats Switch::total_stats() const {
     SF_ADD(rx_packets); SF_ADD(rx_bytes); SF_ADD(tx_packets); SF_ADD(tx_bytes);
     SF_ADD(malformed); SF_ADD(lookups); SF_ADD(emc_hits); SF_ADD(megaflow_hits);
     SF_ADD(upcalls); SF_ADD(xlates); SF_ADD(subtables_searched); SF_ADD(coalesced);
-    SF_ADD(coalesce_guard_failed); SF_ADD(reinjected); SF_ADD(service_packets);
+    SF_ADD(coalesce_guard_failed); SF_ADD(continuations_attached); SF_ADD(reinjected); SF_ADD(service_packets);
     SF_ADD(service_batches); SF_ADD(megaflows_installed); SF_ADD(megaflow_limit_hits);
     SF_ADD(megaflows_expired); SF_ADD(revalidated_updated); SF_ADD(revalidated_removed);
 #undef SF_ADD

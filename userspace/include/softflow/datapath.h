@@ -48,6 +48,7 @@ struct DatapathStats {
   uint64_t subtables_searched = 0;
   uint64_t coalesced = 0;      // stage transitions taken without a lookup
   uint64_t coalesce_guard_failed = 0;  // continuation present but guard said no
+  uint64_t continuations_attached = 0;  // coalesced segments added to existing megaflows
   uint64_t reinjected = 0;     // packets re-entering table 0 for a lookup
   uint64_t service_packets = 0;
   uint64_t service_batches = 0;
@@ -112,6 +113,11 @@ class Datapath {
     Next next = Next::kLookup;
     bool emitted = false;
     uint8_t service = 0;
+    // After a coalescable service on a megaflow without a continuation: the
+    // megaflow (and its generation) to extend with the next stage's segment.
+    Megaflow* extend = nullptr;
+    uint32_t extend_generation = 0;
+    uint16_t extend_segment = 0;  // its last segment, which the packet ran
   };
   struct Emission {
     uint32_t packet_index;
@@ -131,6 +137,7 @@ class Datapath {
   MegaflowSegment& current_segment(InFlight& f);
   MegaflowSegment make_segment(const XlateResult& xr, const FlowKey& input_key, uint32_t guard);
   void install_builder(Builder& b, uint64_t now_ns);
+  void attach_continuation(InFlight& f, const Megaflow& next);
   void emit(uint32_t index, InFlight& f, uint32_t port);
   void drop(InFlight& f, DropReason reason);
   void push_megaflow_stats(Megaflow& mf);
