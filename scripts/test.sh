@@ -34,9 +34,11 @@ for fuzzer in packet_parser_fuzz flow_syntax_fuzz; do
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
   cp -r "$corpus_seed"/. "$work"/ 2>/dev/null || true
+  dict=()
+  [[ -f "$root/tests/fuzz/${fuzzer%_fuzz}.dict" ]] && dict=(-dict="$root/tests/fuzz/${fuzzer%_fuzz}.dict")
   echo "fuzzing $fuzzer"
   "$root/build-fuzz/$fuzzer" -max_total_time="$fuzz_seconds" -print_final_stats=1 \
-    -artifact_prefix="$root/build-fuzz/" "$work" 2>&1 | tail -n 12
+    "${dict[@]}" -artifact_prefix="$root/build-fuzz/" "$work" 2>&1 | tail -n 12
   rm -rf "$work"
   trap - EXIT
 done

@@ -77,9 +77,9 @@ void check_invariants(const Packet& pkt) {
         check(false, "l3_ofs only for IPv4/IPv6/ARP");
     }
   } else {
-    check(k.nw_proto == 0 && k.nw_tos == 0 && k.nw_frag == 0 && k.nw_src[0] == 0 &&
-              k.nw_dst[0] == 0,
-          "no L3 fields without l3_ofs");
+    check(
+        k.nw_proto == 0 && k.nw_tos == 0 && k.nw_frag == 0 && k.nw_src[0] == 0 && k.nw_dst[0] == 0,
+        "no L3 fields without l3_ofs");
   }
   if (has_l4) {
     check(!(k.nw_frag & SF_FRAG_LATER), "no L4 in a later fragment");

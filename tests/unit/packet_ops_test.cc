@@ -37,7 +37,9 @@ class TestPacket {
   const Packet& pkt() const { return pkt_; }
   const std::vector<uint8_t>& bytes() const { return bytes_; }
   uint8_t at(size_t ofs) const { return bytes_.at(ofs); }
-  uint16_t be16(size_t ofs) const { return static_cast<uint16_t>(bytes_.at(ofs) << 8 | bytes_.at(ofs + 1)); }
+  uint16_t be16(size_t ofs) const {
+    return static_cast<uint16_t>(bytes_.at(ofs) << 8 | bytes_.at(ofs + 1));
+  }
 
  private:
   std::vector<uint8_t> bytes_;
@@ -126,7 +128,8 @@ Action set_masked(Field f, std::vector<uint8_t> value, std::vector<uint8_t> mask
 }
 
 Action set_ipv6(Field f, const Ipv6Addr& addr) {
-  return set_masked(f, std::vector<uint8_t>(addr.begin(), addr.end()), std::vector<uint8_t>(16, 0xff));
+  return set_masked(f, std::vector<uint8_t>(addr.begin(), addr.end()),
+                    std::vector<uint8_t>(16, 0xff));
 }
 
 uint64_t test_seed() {
@@ -146,7 +149,10 @@ std::vector<uint8_t> ipv4_tcp() {
 }
 std::vector<uint8_t> ipv4_udp(bool checksum = true) {
   PacketBuilder b;
-  b.eth(kMacA, kMacB).ipv4(ipv4_addr("10.0.0.1"), ipv4_addr("10.0.0.2")).udp(5000, 53).payload("udp!");
+  b.eth(kMacA, kMacB)
+      .ipv4(ipv4_addr("10.0.0.1"), ipv4_addr("10.0.0.2"))
+      .udp(5000, 53)
+      .payload("udp!");
   if (!checksum) b.udp_no_checksum();
   return b.build();
 }
@@ -174,7 +180,10 @@ std::vector<uint8_t> ipv6_icmpv6() {
       .build();
 }
 std::vector<uint8_t> ipv4_icmp() {
-  return PacketBuilder().ipv4(ipv4_addr("1.1.1.1"), ipv4_addr("2.2.2.2")).icmp(8, 0, 0x10001).build();
+  return PacketBuilder()
+      .ipv4(ipv4_addr("1.1.1.1"), ipv4_addr("2.2.2.2"))
+      .icmp(8, 0, 0x10001)
+      .build();
 }
 std::vector<uint8_t> arp() {
   return PacketBuilder()
@@ -228,10 +237,8 @@ TEST(PacketOpsChecksum, FixChecksumsRepairsEveryChecksum) {
     std::vector<size_t> checksum_offsets;
   };
   const std::vector<Case> cases = {
-      {ipv4_tcp(), {14 + 10, 34 + 16}},
-      {ipv4_udp(), {14 + 10, 34 + 6}},
-      {ipv4_icmp(), {14 + 10, 34 + 2}},
-      {ipv6_tcp(), {14 + 48 + 16}},
+      {ipv4_tcp(), {14 + 10, 34 + 16}}, {ipv4_udp(), {14 + 10, 34 + 6}},
+      {ipv4_icmp(), {14 + 10, 34 + 2}}, {ipv6_tcp(), {14 + 48 + 16}},
       {ipv6_icmpv6(), {14 + 40 + 2}},
   };
   for (const Case& c : cases) {
@@ -252,7 +259,8 @@ TEST(PacketOps, SetEthernetAddresses) {
   TestPacket tp(ipv4_tcp());
   const MacAddr new_dst = mac("aa:bb:cc:dd:ee:ff");
   packet_set_field(tp.pkt(), Action::set_field(Field::kDlDst, 0xaabbccddeeffULL));
-  packet_set_field(tp.pkt(), set_masked(Field::kDlSrc, {0x12, 0, 0, 0, 0, 0x34}, {0xff, 0, 0, 0, 0, 0x0f}));
+  packet_set_field(tp.pkt(),
+                   set_masked(Field::kDlSrc, {0x12, 0, 0, 0, 0, 0x34}, {0xff, 0, 0, 0, 0, 0x0f}));
   EXPECT_EQ(memcmp(tp.pkt().data, new_dst.data(), 6), 0);
   EXPECT_EQ(tp.at(6), 0x12);
   EXPECT_EQ(tp.at(11), 0x04);  // 0x0a with the low nibble from 0x34
@@ -312,7 +320,8 @@ TEST(PacketOps, UdpChecksumThatComputesToZeroIsSentAsFfff) {
   // Sum of pseudo-header and datagram with the checksum field zeroed.
   std::vector<uint8_t> l4(tp.bytes().begin() + 34, tp.bytes().end());
   l4[6] = l4[7] = 0;
-  uint32_t sum = add_words(0, tp.bytes().data() + 14 + 12, 8) + 17 + static_cast<uint32_t>(l4.size());
+  uint32_t sum =
+      add_words(0, tp.bytes().data() + 14 + 12, 8) + 17 + static_cast<uint32_t>(l4.size());
   const uint16_t s = fold(add_words(sum, l4.data(), l4.size()));
   // Choose the source port that makes the sum 0xffff, i.e. the checksum 0.
   uint32_t port = 5000u + (0xffffu - s);
@@ -380,7 +389,8 @@ TEST(PacketOps, PortsOfIcmpAreNotRewritten) {
 }
 
 TEST(PacketOps, LaterFragmentKeepsItsBytesButKeyFollowsXlate) {
-  TestPacket tp(PacketBuilder().ipv4(1, 2).ipv4_fragment(10, false).ip_proto(17).payload("abcdefgh").build());
+  TestPacket tp(
+      PacketBuilder().ipv4(1, 2).ipv4_fragment(10, false).ip_proto(17).payload("abcdefgh").build());
   const std::vector<uint8_t> before = tp.bytes();
   packet_set_field(tp.pkt(), Action::set_field(Field::kTpDst, 99));
   EXPECT_EQ(tp.bytes(), before);
@@ -425,7 +435,8 @@ TEST(PacketOps, NwTosRewritesDscpAndKeepsEcn) {
 TEST(PacketOps, SfMetadataOnlyTouchesTheKey) {
   TestPacket tp(ipv4_tcp());
   const std::vector<uint8_t> before = tp.bytes();
-  packet_set_field(tp.pkt(), set_masked(Field::kSfMetadata, {0x78, 0x56, 0x34, 0x12}, {0xff, 0xff, 0, 0}));
+  packet_set_field(tp.pkt(),
+                   set_masked(Field::kSfMetadata, {0x78, 0x56, 0x34, 0x12}, {0xff, 0xff, 0, 0}));
   EXPECT_EQ(tp.pkt().key.sf_metadata, 0x5678u);
   EXPECT_EQ(tp.bytes(), before);
 }
@@ -484,9 +495,9 @@ TEST(PacketOpsRandom, ActionSequencesKeepKeyAndChecksumsInSync) {
   std::cout << "[ seed     ] SF_TEST_SEED=" << seed << " replays this test\n";
   RecordProperty("sf_test_seed", std::to_string(seed));
   std::mt19937_64 rng(seed);
-  const std::vector<std::vector<uint8_t>> frames = {ipv4_tcp(), ipv4_udp(),   ipv4_udp(false),
-                                                    ipv6_tcp(), ipv6_udp(),   ipv6_icmpv6(),
-                                                    ipv4_icmp(), arp(),       vlan_ipv4_options_udp()};
+  const std::vector<std::vector<uint8_t>> frames = {
+      ipv4_tcp(),  ipv4_udp(), ipv4_udp(false),        ipv6_tcp(), ipv6_udp(), ipv6_icmpv6(),
+      ipv4_icmp(), arp(),      vlan_ipv4_options_udp()};
   auto random_bytes = [&](size_t n) {
     std::vector<uint8_t> v(n);
     for (uint8_t& b : v) b = static_cast<uint8_t>(rng());

@@ -27,7 +27,8 @@ uint32_t be32(uint32_t host) { return htonl(host); }
 class ParsedFrame {
  public:
   explicit ParsedFrame(const std::vector<uint8_t>& frame, size_t len = SIZE_MAX)
-      : bytes_(frame.begin(), frame.begin() + static_cast<std::ptrdiff_t>(std::min(len, frame.size()))) {
+      : bytes_(frame.begin(),
+               frame.begin() + static_cast<std::ptrdiff_t>(std::min(len, frame.size()))) {
     pkt_.data = bytes_.data();
     pkt_.len = static_cast<uint32_t>(bytes_.size());
     pkt_.key = zero_key();
@@ -56,9 +57,11 @@ class ParsedFrame {
     if (b != 0) return fail("key pad not zero");
   if (pkt.len < 14) {
     if (!(pkt.parse_flags & kParseTruncatedL2)) return fail("short frame without TruncatedL2");
-    if (k.dl_type != 0 || k.dl_src[0] != 0 || k.dl_dst[0] != 0) return fail("L2 fields from a runt");
+    if (k.dl_type != 0 || k.dl_src[0] != 0 || k.dl_dst[0] != 0)
+      return fail("L2 fields from a runt");
   }
-  if (k.vlan_tci != 0 && !(ntohs(k.vlan_tci) & SF_VLAN_PRESENT)) return fail("vlan_tci without PRESENT");
+  if (k.vlan_tci != 0 && !(ntohs(k.vlan_tci) & SF_VLAN_PRESENT))
+    return fail("vlan_tci without PRESENT");
 
   const bool has_l3 = pkt.l3_ofs != kNoOffset;
   const bool has_l4 = pkt.l4_ofs != kNoOffset;
@@ -73,7 +76,8 @@ class ParsedFrame {
 
   const uint16_t dl_type = ntohs(k.dl_type);
   if (has_l3) {
-    if (dl_type != 0x0800 && dl_type != 0x86dd && dl_type != 0x0806) return fail("L3 of non-IP/ARP");
+    if (dl_type != 0x0800 && dl_type != 0x86dd && dl_type != 0x0806)
+      return fail("L3 of non-IP/ARP");
     if (pkt.l3_ofs < 14) return fail("l3_ofs inside Ethernet header");
     const uint8_t* l3 = pkt.data + pkt.l3_ofs;
     const uint32_t l3_room = pkt.len - pkt.l3_ofs;
@@ -247,10 +251,8 @@ TEST(Parse, Ipv4TcpFieldsAndOffsets) {
 }
 
 TEST(Parse, TcpFlagsTakeAllTwelveBits) {
-  ParsedFrame p(PacketBuilder()
-                    .ipv4(1, 2)
-                    .tcp(1, 2, kTcpNs | kTcpCwr | kTcpUrg | kTcpFin | 0xe00)
-                    .build());
+  ParsedFrame p(
+      PacketBuilder().ipv4(1, 2).tcp(1, 2, kTcpNs | kTcpCwr | kTcpUrg | kTcpFin | 0xe00).build());
   // The builder masks to 12 bits; 0xe00 are the reserved bits, which count.
   EXPECT_EQ(ntohs(p.key().tcp_flags), kTcpNs | kTcpCwr | kTcpUrg | kTcpFin | 0xe00);
 }
@@ -514,7 +516,11 @@ TEST(Parse, Icmpv6TypeAndCodeInPorts) {
 }
 
 TEST(Parse, IcmpNumberOverTheWrongIpVersionIsOpaque) {
-  ParsedFrame p(PacketBuilder().ipv6(ipv6_addr("::1"), ipv6_addr("::2")).ip_proto(1).payload("12345678").build());
+  ParsedFrame p(PacketBuilder()
+                    .ipv6(ipv6_addr("::1"), ipv6_addr("::2"))
+                    .ip_proto(1)
+                    .payload("12345678")
+                    .build());
   EXPECT_EQ(p.flags(), kParseOk);
   EXPECT_EQ(p.key().nw_proto, 1);
   EXPECT_EQ(p.pkt().l4_ofs, kNoOffset);
@@ -678,11 +684,8 @@ TEST(ParseMalformed, Ipv6WrongVersion) {
 }
 
 TEST(ParseMalformed, Ipv6ExtensionHeaderLongerThanPayload) {
-  auto frame = PacketBuilder()
-                   .ipv6(ipv6_addr("::1"), ipv6_addr("::2"))
-                   .ipv6_hop_by_hop()
-                   .udp(3, 4)
-                   .build();
+  auto frame =
+      PacketBuilder().ipv6(ipv6_addr("::1"), ipv6_addr("::2")).ipv6_hop_by_hop().udp(3, 4).build();
   frame[14 + 40 + 1] = 5;  // 48 bytes claimed, 16 present
   ParsedFrame p(frame);
   EXPECT_EQ(p.flags(), kParseBadExtHdr);
@@ -709,7 +712,8 @@ TEST(ParseTruncation, EveryPrefixKeepsInvariantsAndIsFlagged) {
     ASSERT_EQ(full.flags(), kParseOk);
     ASSERT_TRUE(keeps_invariants(full.pkt()));
     // Where the last header ends: beyond it, a cut only shortens the payload.
-    const size_t headers_end = full.pkt().payload_ofs != kNoOffset ? full.pkt().payload_ofs : shape.frame.size();
+    const size_t headers_end =
+        full.pkt().payload_ofs != kNoOffset ? full.pkt().payload_ofs : shape.frame.size();
     for (size_t len = 0; len <= shape.frame.size(); ++len) {
       const ParsedFrame cut(shape.frame, len);
       ASSERT_TRUE(keeps_invariants(cut.pkt())) << "len " << len;
@@ -754,8 +758,10 @@ TEST(ParseRandom, HundredThousandBuffersKeepInvariants) {
         const uint16_t type = kEtherTypes[rng() % std::size(kEtherTypes)];
         buf[12] = static_cast<uint8_t>(type >> 8);
         buf[13] = static_cast<uint8_t>(type);
-        if (type == 0x0800) buf[14] = static_cast<uint8_t>(0x40 | (buf[14] & 0x0f));
-        if (type == 0x86dd) buf[14] = static_cast<uint8_t>(0x60 | (buf[14] & 0x0f));
+        if (buf.size() > 14 && type == 0x0800)
+          buf[14] = static_cast<uint8_t>(0x40 | (buf[14] & 0x0f));
+        if (buf.size() > 14 && type == 0x86dd)
+          buf[14] = static_cast<uint8_t>(0x60 | (buf[14] & 0x0f));
         break;
       }
       default: {  // a real frame with a few bytes changed, maybe cut short

@@ -437,9 +437,14 @@ inline std::vector<FlowRule> random_pipeline(std::mt19937_64& rng, const Univers
       r.table = 0;
       r.priority = static_cast<uint16_t>(100 + rng() % 50);
       const bool wildcard_stage = static_cast<int>(rng() % 100) < spec.stage_wildcard_pct;
-      if (!wildcard_stage) r.match.set_uint(Field::kSfStage, static_cast<uint64_t>(s), 0xff);
-      else if (!spec.services.empty())
+      if (!wildcard_stage) {
+        r.match.set_uint(Field::kSfStage, static_cast<uint64_t>(s), 0xff);
+      } else if (!spec.services.empty()) {
+        // Dispatch on the last service instead, ahead of the stage rules
+        // (so lookups that hit it need not consult sf_stage at all).
+        r.priority = static_cast<uint16_t>(r.priority + 100);
         r.match.set_uint(Field::kSfAction, spec.services[rng() % spec.services.size()].first, 0xff);
+      }
       if (rng() % 2) {
         const FieldMatch fm = random_packet_field(rng, u);
         r.match.set_uint(fm.field, fm.value, fm.mask);

@@ -8,8 +8,10 @@ namespace softflow {
 namespace {
 
 // Key bits that are the same for every packet following a coalesced chain
-// once a SoftFlow action has run: sf_stage and sf_action are fixed by the
-// chain, and sf_metadata is checked by the run-time guard.
+// once a SoftFlow action has run: sf_action is the service's id, sf_metadata
+// is checked by the run-time guard, and sf_stage is the entry stage plus the
+// number of services run -- a constant only because a megaflow with a
+// continuation always fixes its entry stage (kStageMask below).
 FlowKey service_written_bits() {
   FlowKey m = field_mask(Field::kSfStage);
   key_or_into(m, field_mask(Field::kSfAction));
@@ -17,6 +19,7 @@ FlowKey service_written_bits() {
   return m;
 }
 const FlowKey kServiceWritten = service_written_bits();
+const FlowKey kStageMask = field_mask(Field::kSfStage);
 
 }  // namespace
 
@@ -37,7 +40,11 @@ Datapath::Datapath(OpenFlowTables& tables, ServiceSet& services, DatapathConfig 
 // ---- the pipeline ---------------------------------------------------------------
 
 void Datapath::process_batch(std::span<Packet* const> batch, uint64_t now_ns) {
-  const uint32_t n = static_cast<uint32_t>(std::min(batch.size(), kMaxBatch));
+  while (batch.size() > kMaxBatch) {
+    process_batch(batch.first(kMaxBatch), now_ns);
+    batch = batch.subspan(kMaxBatch);
+  }
+  const uint32_t n = static_cast<uint32_t>(batch.size());
   for (uint32_t i = 0; i < n; ++i) {
     inflight_[i] = InFlight{};
     inflight_[i].pkt = batch[i];
@@ -215,6 +222,7 @@ void Datapath::reinject(InFlight& f, uint64_t now_ns) {
     ++stats_.xlates;
     XlateResult xr = tables_.xlate(p.key);
     key_or_into(b->mask, key_and_not(xr.wildcards, b->written));
+    key_or_into(b->mask, kStageMask);
     key_or_into(b->written, xr.written);
     b->segments.push_back(make_segment(xr, p.key, p.key.sf_metadata));
     ++f.segment;
@@ -300,6 +308,7 @@ void Datapath::attach_continuation(InFlight& f, const Megaflow& next) {
   Megaflow& mf = *f.extend;
   if (!mf.alive || mf.generation != f.extend_generation || &mf == &next) return;
   if (f.extend_segment + 1u != mf.segments.size()) return;  // someone extended it already
+  if (!key_is_subset(kStageMask, mf.mask)) return;  // entry stage not fixed: see kServiceWritten
   FlowKey written = kServiceWritten;
   for (const MegaflowSegment& seg : mf.segments)
     for (const Action& a : seg.actions)
@@ -352,6 +361,7 @@ void Datapath::revalidate() {
       const MegaflowSegment& old = mf.segments[k];
       XlateResult xr = tables_.xlate(old.input_key);
       key_or_into(needed, key_and_not(xr.wildcards, written));
+      if (k > 0) key_or_into(needed, kStageMask);
       key_or_into(written, xr.written);
       key_or_into(written, kServiceWritten);
       fresh.push_back(make_segment(xr, old.input_key, old.guard_metadata));

@@ -72,8 +72,8 @@ std::vector<uint8_t> options_ext_header(size_t length) {
     throw std::invalid_argument("IPv6 extension header length must be a multiple of 8 in 8..2048");
   std::vector<uint8_t> h(length, 0);
   h[1] = static_cast<uint8_t>(length / 8 - 1);
-  h[2] = 1;                                  // PadN
-  h[3] = static_cast<uint8_t>(length - 4);   // its data length
+  h[2] = 1;                                 // PadN
+  h[3] = static_cast<uint8_t>(length - 4);  // its data length
   return h;
 }
 
@@ -84,8 +84,8 @@ MacAddr mac(std::string_view text) {
   unsigned b[6];
   char tail;
   const std::string s(text);
-  if (std::sscanf(s.c_str(), "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4],
-                  &b[5], &tail) != 6)
+  if (std::sscanf(s.c_str(), "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5],
+                  &tail) != 6)
     throw std::invalid_argument("bad MAC address: " + s);
   for (size_t i = 0; i < 6; ++i) m[i] = static_cast<uint8_t>(b[i]);
   return m;
@@ -124,8 +124,8 @@ PacketBuilder& PacketBuilder::vlan(uint16_t vid, uint8_t pcp, uint16_t tpid) {
   return *this;
 }
 
-PacketBuilder& PacketBuilder::arp(uint16_t op, const MacAddr& sha, uint32_t spa,
-                                  const MacAddr& tha, uint32_t tpa) {
+PacketBuilder& PacketBuilder::arp(uint16_t op, const MacAddr& sha, uint32_t spa, const MacAddr& tha,
+                                  uint32_t tpa) {
   l3_ = L3::kArp;
   arp_.clear();
   put16(arp_, 1);             // hardware type: Ethernet
@@ -311,8 +311,8 @@ void PacketBuilder::append_l3(std::vector<uint8_t>& out, size_t l4_len, uint8_t 
     put8(out, tos_);
     put16(out, static_cast<uint16_t>(header_len + l4_len));
     put16(out, ip4_id_);
-    put16(out, static_cast<uint16_t>((dont_fragment_ ? 0x4000 : 0) | (more_fragments_ ? 0x2000 : 0) |
-                                     frag_offset_units_));
+    put16(out, static_cast<uint16_t>((dont_fragment_ ? 0x4000 : 0) |
+                                     (more_fragments_ ? 0x2000 : 0) | frag_offset_units_));
     put8(out, ttl_);
     put8(out, proto);
     put16(out, 0);  // checksum, below

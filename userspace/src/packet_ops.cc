@@ -95,8 +95,7 @@ uint16_t updated_checksum(uint16_t checksum, const uint8_t* old_bytes, const uin
   return checksum_fold(sum);
 }
 
-void update_checksum(uint8_t* field, const uint8_t* old_bytes, const uint8_t* new_bytes,
-                     size_t n) {
+void update_checksum(uint8_t* field, const uint8_t* old_bytes, const uint8_t* new_bytes, size_t n) {
   store_be16(field, updated_checksum(load_be16(field), old_bytes, new_bytes, n));
 }
 
@@ -149,8 +148,8 @@ void set_ip_addr(Packet& pkt, const Action& a, bool is_src) {
   uint8_t old[16];
   switch (ether_type(pkt)) {
     case kEthTypeArp:
-      masked_write(l3 + (is_src ? kArpSpaOffset : kArpTpaOffset), a.value.data(), a.mask.data(),
-                   4, old);
+      masked_write(l3 + (is_src ? kArpSpaOffset : kArpTpaOffset), a.value.data(), a.mask.data(), 4,
+                   old);
       break;
     case kEthTypeIpv4: {
       uint8_t* addr = l3 + (is_src ? kIpv4SrcOffset : kIpv4DstOffset);

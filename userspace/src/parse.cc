@@ -28,10 +28,10 @@ constexpr int kMaxVlanTags = 2;
 constexpr uint16_t kEthTypeIpv4 = 0x0800;
 constexpr uint16_t kEthTypeArp = 0x0806;
 constexpr uint16_t kEthTypeIpv6 = 0x86dd;
-constexpr uint16_t kEthTypeVlan = 0x8100;   // 802.1Q C-tag
-constexpr uint16_t kEthTypeQinQ = 0x88a8;   // 802.1ad S-tag
+constexpr uint16_t kEthTypeVlan = 0x8100;  // 802.1Q C-tag
+constexpr uint16_t kEthTypeQinQ = 0x88a8;  // 802.1ad S-tag
 
-constexpr uint32_t kArpFixedLen = 8;        // htype, ptype, hlen, plen, oper
+constexpr uint32_t kArpFixedLen = 8;  // htype, ptype, hlen, plen, oper
 constexpr uint32_t kArpEthIpv4Len = 28;
 
 constexpr uint32_t kIpv4MinHeaderLen = 20;
@@ -39,7 +39,7 @@ constexpr uint16_t kIpv4MoreFragments = 0x2000;
 constexpr uint16_t kIpv4FragOffsetMask = 0x1fff;
 
 constexpr uint32_t kIpv6HeaderLen = 40;
-constexpr uint32_t kIpv6ExtMinLen = 8;      // every extension header is >= 8 bytes
+constexpr uint32_t kIpv6ExtMinLen = 8;  // every extension header is >= 8 bytes
 constexpr uint32_t kIpv6FragHeaderLen = 8;
 constexpr uint16_t kIpv6FragOffsetMask = 0xfff8;
 constexpr uint16_t kIpv6MoreFragments = 0x0001;

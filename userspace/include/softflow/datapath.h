@@ -76,7 +76,7 @@ class Datapath {
  public:
   Datapath(OpenFlowTables& tables, ServiceSet& services, DatapathConfig config, PacketSink* sink);
 
-  // Processes up to kMaxBatch parsed packets (key, offsets, in_port set;
+  // Processes parsed packets in batches of kMaxBatch (key, offsets, in_port set;
   // sf_stage/sf_action/sf_metadata zero).  Packets are not freed here.
   void process_batch(std::span<Packet* const> batch, uint64_t now_ns);
 
