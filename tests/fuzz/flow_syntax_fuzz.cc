@@ -29,8 +29,8 @@ void check_round_trip(std::string_view line, const softflow::FlowParseOptions& o
   const std::string text = softflow::print_flow(*rule);
   auto again = softflow::parse_flow(text, opts);
   if (!again) {
-    std::fprintf(stderr, "input:   %.*s\nprinted: %s\nreparse failed: %s\n", static_cast<int>(line.size()),
-                 line.data(), text.c_str(), again.error().c_str());
+    std::fprintf(stderr, "input:   %.*s\nprinted: %s\nreparse failed: %s\n",
+                 static_cast<int>(line.size()), line.data(), text.c_str(), again.error().c_str());
     std::abort();
   }
   if (!(*again == *rule) || softflow::print_flow(*again) != text) {

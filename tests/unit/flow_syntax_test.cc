@@ -3,14 +3,13 @@
 // produces (checked on fixed lines and on seeded random rules).
 #include "softflow/flow_syntax.h"
 
-#include <gtest/gtest.h>
-
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cstdio>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <iostream>
 #include <random>
@@ -65,7 +64,8 @@ std::string match_diff(const Match& got, const Match& want) {
     const std::string gv = bytes(field_ptr(got.value, f)), gm = bytes(field_ptr(got.mask, f));
     const std::string wv = bytes(field_ptr(want.value, f)), wm = bytes(field_ptr(want.mask, f));
     if (gv != wv || gm != wm)
-      out += "\n  " + std::string(field_info(f).name) + ": got " + gv + "/" + gm + ", want " + wv + "/" + wm;
+      out += "\n  " + std::string(field_info(f).name) + ": got " + gv + "/" + gm + ", want " + wv +
+             "/" + wm;
   }
   return out;
 }
@@ -353,7 +353,8 @@ TEST(FlowSyntax, ValidMatchesSetTheRightKeyBits) {
 }
 
 TEST(FlowSyntax, DesignExample) {
-  auto rule = parse_flow("table=0,priority=100,sf_stage=0,tcp,nw_dst=10.0.0.3,tp_src=80,actions=softflow:noop:1");
+  auto rule = parse_flow(
+      "table=0,priority=100,sf_stage=0,tcp,nw_dst=10.0.0.3,tp_src=80,actions=softflow:noop:1");
   ASSERT_TRUE(rule) << rule.error();
   EXPECT_EQ(rule->table, 0);
   EXPECT_EQ(rule->priority, 100);
@@ -367,8 +368,9 @@ TEST(FlowSyntax, DesignExample) {
   EXPECT_EQ(rule->match.mask.tp_src, 0xffff);
   ASSERT_EQ(rule->actions.size(), 1u);
   EXPECT_EQ(rule->actions[0], Action::softflow(service_id("noop"), 1));
-  EXPECT_EQ(print_flow(*rule),
-            "table=0, priority=100,sf_stage=0,tcp,nw_dst=10.0.0.3,tp_src=80 actions=softflow:noop:1");
+  EXPECT_EQ(
+      print_flow(*rule),
+      "table=0, priority=100,sf_stage=0,tcp,nw_dst=10.0.0.3,tp_src=80 actions=softflow:noop:1");
 }
 
 TEST(FlowSyntax, TableAndPriorityDefaults) {
@@ -414,15 +416,17 @@ TEST(FlowSyntax, Actions) {
 
   const std::vector<ActionCase> cases = {
       {"actions=output:1,in_port,dec_ttl,2,output:eth2",
-       {Action::output(1), Action::output_in_port(), Action::dec_ttl(), Action::output(2), Action::output(2)}},
+       {Action::output(1), Action::output_in_port(), Action::dec_ttl(), Action::output(2),
+        Action::output(2)}},
       {"actions=goto_table:1", {Action::goto_table(1)}},
       {"table=5,actions=output:1 goto_table:254", {Action::output(1), Action::goto_table(254)}},
       {"actions=output:1,softflow:counter:0xffffffff",
        {Action::output(1), Action::softflow(service_id("counter"), 0xffffffff)}},
       {"actions=mod_dl_src:00:11:22:33:44:55,mod_dl_dst:aa:bb:cc:dd:ee:ff,mod_nw_src:1.2.3.4,"
        "mod_nw_dst:10.0.0.1,mod_tp_src:1,mod_tp_dst:0xffff",
-       {mod(Field::kDlSrc, 0x001122334455), mod(Field::kDlDst, 0xaabbccddeeff), mod(Field::kNwSrc, 0x01020304),
-        mod(Field::kNwDst, 0x0a000001), mod(Field::kTpSrc, 1), mod(Field::kTpDst, 0xffff)}},
+       {mod(Field::kDlSrc, 0x001122334455), mod(Field::kDlDst, 0xaabbccddeeff),
+        mod(Field::kNwSrc, 0x01020304), mod(Field::kNwDst, 0x0a000001), mod(Field::kTpSrc, 1),
+        mod(Field::kTpDst, 0xffff)}},
       {"actions=set_field:10.0.0.1->nw_dst,set_field:0x5/0xff->sf_metadata,set_field:184->nw_tos,"
        "set_field:10.9.9.9/8->nw_src,set_field:2001:db8::1->ipv6_src,set_field:80->tp_dst,"
        "set_field:aa:bb:cc:dd:ee:ff->dl_src",
@@ -435,7 +439,8 @@ TEST(FlowSyntax, Actions) {
     ASSERT_TRUE(rule) << rule.error();
     ASSERT_EQ(rule->actions.size(), c.want.size());
     for (size_t i = 0; i < c.want.size(); ++i)
-      EXPECT_TRUE(rule->actions[i] == c.want[i]) << "action " << i << ": " << print_actions({rule->actions[i]});
+      EXPECT_TRUE(rule->actions[i] == c.want[i])
+          << "action " << i << ": " << print_actions({rule->actions[i]});
   }
 }
 
@@ -449,14 +454,18 @@ struct ErrorCase {
 const std::vector<ErrorCase>& error_cases() {
   static const std::vector<ErrorCase> cases = {
       {"table=0,priority=100,nw_dts=10.0.0.3,actions=drop", "unknown field 'nw_dts' at column 22"},
-      {"ip,nw_dst=10.0.0.300,actions=drop", "invalid IPv4 address '10.0.0.300' for nw_dst at column 11"},
-      {"ip,nw_src=010.0.0.1,actions=drop", "invalid IPv4 address '010.0.0.1' for nw_src at column 11"},
+      {"ip,nw_dst=10.0.0.300,actions=drop",
+       "invalid IPv4 address '10.0.0.300' for nw_dst at column 11"},
+      {"ip,nw_src=010.0.0.1,actions=drop",
+       "invalid IPv4 address '010.0.0.1' for nw_src at column 11"},
       {"ip,nw_src=10.0.0.0/33,actions=drop",
        "invalid prefix length '33' for nw_src at column 20 (expected 0-32)"},
       {"ip,nw_src=10.0.0.0/255.0.0.256,actions=drop",
        "invalid IPv4 mask '255.0.0.256' for nw_src at column 20"},
-      {"ipv6,ipv6_src=2001:db8::g,actions=drop", "invalid IPv6 address '2001:db8::g' for ipv6_src at column 15"},
-      {"ipv6,ipv6_dst=::1/129,actions=drop", "invalid prefix length '129' for ipv6_dst at column 19 (expected 0-128)"},
+      {"ipv6,ipv6_src=2001:db8::g,actions=drop",
+       "invalid IPv6 address '2001:db8::g' for ipv6_src at column 15"},
+      {"ipv6,ipv6_dst=::1/129,actions=drop",
+       "invalid prefix length '129' for ipv6_dst at column 19 (expected 0-128)"},
       {"tp_dst=80,actions=drop", "tp_dst requires tcp or udp (at column 1)"},
       {"ip,tp_dst=80,actions=drop", "tp_dst requires tcp or udp (at column 4)"},
       {"icmp,tp_src=80,actions=drop", "tp_src requires tcp or udp (at column 6)"},
@@ -466,31 +475,48 @@ const std::vector<ErrorCase>& error_cases() {
       {"nw_proto=6,actions=drop", "nw_proto requires ip, ipv6 or arp (at column 1)"},
       {"arp,nw_tos=4,actions=drop", "nw_tos requires ip or ipv6 (at column 5)"},
       {"tcp,icmp_type=8,actions=drop", "icmp_type requires icmp or icmp6 (at column 5)"},
-      {"icmp,icmp_code=1,icmp6,actions=drop", "'icmp6' at column 18 conflicts with 'icmp' at column 1"},
+      {"icmp,icmp_code=1,icmp6,actions=drop",
+       "'icmp6' at column 18 conflicts with 'icmp' at column 1"},
       {"udp,tcp_flags=+syn,actions=drop", "tcp_flags requires tcp (at column 5)"},
-      {"tcp,tp_dst=80,tp_dst=81,actions=drop", "tp_dst given twice at column 15 (first at column 5)"},
-      {"tcp,tp_dst=80,tp_dst=80,actions=drop", "tp_dst given twice at column 15 (first at column 5)"},
+      {"tcp,tp_dst=80,tp_dst=81,actions=drop",
+       "tp_dst given twice at column 15 (first at column 5)"},
+      {"tcp,tp_dst=80,tp_dst=80,actions=drop",
+       "tp_dst given twice at column 15 (first at column 5)"},
       {"tcp,udp,actions=drop", "'udp' at column 5 conflicts with 'tcp' at column 1"},
       {"tcp,nw_proto=17,actions=drop", "'nw_proto' at column 5 conflicts with 'tcp' at column 1"},
       {"ip,dl_type=0x86dd,actions=drop", "'dl_type' at column 4 conflicts with 'ip' at column 1"},
-      {"vlan_tci=0x1000,dl_vlan=5,actions=drop", "'dl_vlan' at column 17 conflicts with 'vlan_tci' at column 1"},
-      {"ip,nw_src=1.1.1.1,nw_src=1.1.1.1,actions=drop", "nw_src given twice at column 19 (first at column 4)"},
+      {"vlan_tci=0x1000,dl_vlan=5,actions=drop",
+       "'dl_vlan' at column 17 conflicts with 'vlan_tci' at column 1"},
+      {"ip,nw_src=1.1.1.1,nw_src=1.1.1.1,actions=drop",
+       "nw_src given twice at column 19 (first at column 4)"},
       {"table=1,table=2,actions=drop", "table given twice at column 9 (first at column 1)"},
-      {"priority=1 priority=1 actions=drop", "priority given twice at column 12 (first at column 1)"},
+      {"priority=1 priority=1 actions=drop",
+       "priority given twice at column 12 (first at column 1)"},
       {"table=255,actions=drop", "invalid value '255' for table at column 7 (expected 0-254)"},
-      {"priority=65536,actions=drop", "invalid value '65536' for priority at column 10 (expected 0-65535)"},
-      {"priority=-1,actions=drop", "invalid value '-1' for priority at column 10 (expected 0-65535)"},
-      {"sf_stage=256,actions=drop", "invalid value '256' for sf_stage at column 10 (expected 0-255)"},
+      {"priority=65536,actions=drop",
+       "invalid value '65536' for priority at column 10 (expected 0-65535)"},
+      {"priority=-1,actions=drop",
+       "invalid value '-1' for priority at column 10 (expected 0-65535)"},
+      {"sf_stage=256,actions=drop",
+       "invalid value '256' for sf_stage at column 10 (expected 0-255)"},
       {"sf_metadata=0x100000000,actions=drop",
        "invalid value '0x100000000' for sf_metadata at column 13 (expected 0-4294967295)"},
-      {"tcp,tp_src=65536,actions=drop", "invalid value '65536' for tp_src at column 12 (expected 0-65535)"},
-      {"tcp,tp_src=1/0x10000,actions=drop", "invalid value '0x10000' for tp_src at column 14 (expected 0-65535)"},
-      {"icmp,icmp_type=256,actions=drop", "invalid value '256' for icmp_type at column 16 (expected 0-255)"},
-      {"dl_type=0x10000,actions=drop", "invalid value '0x10000' for dl_type at column 9 (expected 0-65535)"},
-      {"dl_src=00:11:22:33:44,actions=drop", "invalid MAC address '00:11:22:33:44' for dl_src at column 8"},
-      {"dl_src=00:11:22:33:44:555,actions=drop", "invalid MAC address '00:11:22:33:44:555' for dl_src at column 8"},
+      {"tcp,tp_src=65536,actions=drop",
+       "invalid value '65536' for tp_src at column 12 (expected 0-65535)"},
+      {"tcp,tp_src=1/0x10000,actions=drop",
+       "invalid value '0x10000' for tp_src at column 14 (expected 0-65535)"},
+      {"icmp,icmp_type=256,actions=drop",
+       "invalid value '256' for icmp_type at column 16 (expected 0-255)"},
+      {"dl_type=0x10000,actions=drop",
+       "invalid value '0x10000' for dl_type at column 9 (expected 0-65535)"},
+      {"dl_src=00:11:22:33:44,actions=drop",
+       "invalid MAC address '00:11:22:33:44' for dl_src at column 8"},
+      {"dl_src=00:11:22:33:44:555,actions=drop",
+       "invalid MAC address '00:11:22:33:44:555' for dl_src at column 8"},
       {"dl_dst=00:11:22:33:44:55/ff,actions=drop", "invalid MAC mask 'ff' for dl_dst at column 26"},
-      {"dl_vlan=4096,actions=drop", "invalid VLAN '4096' for dl_vlan at column 9 (expected 0-4095, or 0xffff for untagged frames)"},
+      {"dl_vlan=4096,actions=drop",
+       "invalid VLAN '4096' for dl_vlan at column 9 (expected 0-4095, or 0xffff for untagged "
+       "frames)"},
       {"dl_vlan=5/0xfff,actions=drop", "invalid VLAN '5/0xfff' for dl_vlan at column 9..."},
       {"ip,nw_tos=3,actions=drop", "invalid value '3' for nw_tos at column 11..."},
       {"ip,nw_tos=4/0xfc,actions=drop", "mask not allowed for nw_tos at column 12"},
@@ -498,57 +524,72 @@ const std::vector<ErrorCase>& error_cases() {
       {"in_port=1/1,actions=drop", "unknown port '1/1' for in_port at column 9"},
       {"in_port=eth9,actions=drop", "unknown port 'eth9' for in_port at column 9"},
       {"tcp,tcp_flags=+syn+foo,actions=drop",
-       "invalid TCP flag 'foo' for tcp_flags at column 20 (expected fin, syn, rst, psh, ack, urg, ece, cwr or ns)"},
+       "invalid TCP flag 'foo' for tcp_flags at column 20 (expected fin, syn, rst, psh, ack, urg, "
+       "ece, cwr or ns)"},
       {"tcp,tcp_flags=+syn-syn,actions=drop", "TCP flag 'syn' given twice at column 20"},
       {"tcp,tcp_flags=+,actions=drop", "invalid TCP flag '' for tcp_flags at column 16..."},
       {"tcp,tcp_flags=syn,actions=drop", "invalid value 'syn' for tcp_flags at column 15..."},
       {"tcp,tcp_flags=0x1000,actions=drop", "invalid value '0x1000' for tcp_flags at column 15..."},
-      {"tcp,tcp_flags=+syn/0x2,actions=drop", "mask not allowed with +flag syntax for tcp_flags at column 19"},
+      {"tcp,tcp_flags=+syn/0x2,actions=drop",
+       "mask not allowed with +flag syntax for tcp_flags at column 19"},
       {"sf_action=nosuch,actions=drop", "unknown service 'nosuch' for sf_action at column 11"},
       {"sf_action=1,actions=drop", "unknown service '1' for sf_action at column 11"},
       {"tcp=1,actions=drop", "'tcp' takes no value at column 1"},
       {"ip nw_dst actions=drop", "missing value for nw_dst (write nw_dst=VALUE) at column 4"},
       {"ip nw_dst= actions=drop", "missing value for nw_dst (write nw_dst=VALUE) at column 4"},
       {"=5,actions=drop", "missing field name in '=5' at column 1"},
-      {"duration=abc,actions=drop", "invalid value 'abc' for duration at column 10 (expected seconds such as 1.234s)"},
+      {"duration=abc,actions=drop",
+       "invalid value 'abc' for duration at column 10 (expected seconds such as 1.234s)"},
       {"duration=1.s,actions=drop", "invalid value '1.s' for duration at column 10..."},
-      {"n_packets=x,actions=drop", "invalid value 'x' for n_packets at column 11 (expected a number)"},
-      {"cookie=0x1/zz,actions=drop", "invalid value 'zz' for cookie at column 12 (expected a number)"},
+      {"n_packets=x,actions=drop",
+       "invalid value 'x' for n_packets at column 11 (expected a number)"},
+      {"cookie=0x1/zz,actions=drop",
+       "invalid value 'zz' for cookie at column 12 (expected a number)"},
       {"tcp", "missing actions= (every rule needs actions, e.g. actions=drop)"},
       {"", "missing actions=..."},
       {"tcp,actions=", "empty actions= (write actions=drop to drop) at column 5"},
       {"tcp,actions= , ", "empty actions= (write actions=drop to drop) at column 5"},
       {"actions=output:1,drop", "drop must be the only action at column 18"},
-      {"actions=drop,output:1", "drop must be the only action, but 'output:1' follows it at column 14"},
+      {"actions=drop,output:1",
+       "drop must be the only action, but 'output:1' follows it at column 14"},
       {"actions=drop,drop", "drop must be the only action, but 'drop' follows it at column 14"},
       {"actions=softflow:noop:1,output:2",
-       "softflow action must be the last action: 'output:2' at column 25 follows 'softflow:noop:1'"},
+       "softflow action must be the last action: 'output:2' at column 25 follows "
+       "'softflow:noop:1'"},
       {"actions=softflow:noop:1,softflow:noop:2",
-       "softflow action must be the last action: 'softflow:noop:2' at column 25 follows 'softflow:noop:1'"},
+       "softflow action must be the last action: 'softflow:noop:2' at column 25 follows "
+       "'softflow:noop:1'"},
       {"actions=goto_table:1,output:2",
        "goto_table action must be the last action: 'output:2' at column 22 follows 'goto_table:1'"},
       {"table=3,actions=goto_table:3",
        "goto_table:3 must name a table after table 3 (OpenFlow only jumps forward) at column 17"},
-      {"actions=goto_table:255", "invalid value '255' for goto_table at column 20 (expected 0-254)"},
+      {"actions=goto_table:255",
+       "invalid value '255' for goto_table at column 20 (expected 0-254)"},
       {"actions=softflow:nosuch:1", "unknown service 'nosuch' for softflow at column 18"},
       {"actions=softflow:noop", "softflow action needs NAME:ARG, not 'softflow:noop' at column 9"},
-      {"actions=softflow:noop:", "softflow action needs NAME:ARG, not 'softflow:noop:' at column 9"},
+      {"actions=softflow:noop:",
+       "softflow action needs NAME:ARG, not 'softflow:noop:' at column 9"},
       {"actions=softflow:noop:4294967296",
        "invalid value '4294967296' for softflow argument at column 23 (expected 0-4294967295)"},
       {"actions=output:eth9", "unknown port 'eth9' for output at column 16"},
-      {"actions=output:4294967296", "invalid port '4294967296' for output at column 16 (expected 0-4294967295)"},
-      {"actions=4294967296", "invalid port '4294967296' for output at column 9 (expected 0-4294967295)"},
+      {"actions=output:4294967296",
+       "invalid port '4294967296' for output at column 16 (expected 0-4294967295)"},
+      {"actions=4294967296",
+       "invalid port '4294967296' for output at column 9 (expected 0-4294967295)"},
       {"actions=output", "missing argument for output (write output:ARGUMENT) at column 9"},
       {"actions=output:", "missing argument for output (write output:ARGUMENT) at column 9"},
       {"actions=outptu:2", "unknown action 'outptu:2' at column 9"},
       {"actions=set_field:1->in_port", "set_field cannot set 'in_port' at column 22"},
       {"actions=set_field:1->nw_dts", "set_field cannot set 'nw_dts' at column 22"},
       {"actions=set_field:1", "set_field needs VALUE->FIELD, not 'set_field:1' at column 9"},
-      {"actions=set_field:1.2.3->nw_dst", "invalid IPv4 address '1.2.3' for set_field at column 19"},
+      {"actions=set_field:1.2.3->nw_dst",
+       "invalid IPv4 address '1.2.3' for set_field at column 19"},
       {"actions=set_field:3->nw_tos", "invalid value '3' for set_field at column 19..."},
-      {"actions=set_field:4/0xff->nw_tos", "invalid mask '0xff' for set_field at column 21 (expected a mask within 0xfc)"},
+      {"actions=set_field:4/0xff->nw_tos",
+       "invalid mask '0xff' for set_field at column 21 (expected a mask within 0xfc)"},
       {"actions=mod_nw_src:1.2.3.4/8", "mask not allowed for mod_nw_src at column 27"},
-      {"actions=mod_tp_dst:65536", "invalid value '65536' for mod_tp_dst at column 20 (expected 0-65535)"},
+      {"actions=mod_tp_dst:65536",
+       "invalid value '65536' for mod_tp_dst at column 20 (expected 0-65535)"},
       {"actions=mod_dl_dst:zz", "invalid MAC address 'zz' for mod_dl_dst at column 20"},
       {"ip,nw_dst=1.2.3.4 # comment,actions=drop", "unknown field '#' at column 19"},
   };
@@ -624,7 +665,8 @@ TEST(FlowSyntax, PrintsCanonicalForms) {
       {"priority=0,actions=drop", "table=0, priority=0 actions=drop"},
       {"tp_dst=80,nw_src=10.1.2.3/16,in_port=eth1,dl_src=AA:BB:CC:00:00:01,tcp,sf_stage=1,table=2,"
        "actions=output:uplink",
-       "table=2, priority=32768,sf_stage=1,tcp,in_port=1,dl_src=aa:bb:cc:00:00:01,nw_src=10.1.0.0/16,"
+       "table=2, "
+       "priority=32768,sf_stage=1,tcp,in_port=1,dl_src=aa:bb:cc:00:00:01,nw_src=10.1.0.0/16,"
        "tp_dst=80 actions=output:100"},
       {"dl_type=0x0800,nw_proto=17,actions=drop", "table=0, priority=32768,udp actions=drop"},
       {"dl_type=0x86dd,nw_proto=58,actions=drop", "table=0, priority=32768,icmp6 actions=drop"},
@@ -643,27 +685,36 @@ TEST(FlowSyntax, PrintsCanonicalForms) {
       {"dl_vlan=100,actions=drop", "table=0, priority=32768,dl_vlan=100 actions=drop"},
       {"dl_vlan=0xffff,actions=drop", "table=0, priority=32768,dl_vlan=0xffff actions=drop"},
       {"vlan_tci=0x1064/0x1fff,actions=drop", "table=0, priority=32768,dl_vlan=100 actions=drop"},
-      {"vlan_tci=0x3064/0xf000,actions=drop", "table=0, priority=32768,vlan_tci=0x3000/0xf000 actions=drop"},
+      {"vlan_tci=0x3064/0xf000,actions=drop",
+       "table=0, priority=32768,vlan_tci=0x3000/0xf000 actions=drop"},
       {"ip,nw_tos=0xb8,actions=drop", "table=0, priority=32768,ip,nw_tos=184 actions=drop"},
       {"tcp,tp_src=0x50,tp_dst=0x1234/0xff00,actions=drop",
        "table=0, priority=32768,tcp,tp_src=80,tp_dst=0x1200/0xff00 actions=drop"},
-      {"icmp,icmp_code=3,icmp_type=3,actions=drop", "table=0, priority=32768,icmp,icmp_type=3,icmp_code=3 actions=drop"},
-      {"tcp,tcp_flags=-ack+syn,actions=drop", "table=0, priority=32768,tcp,tcp_flags=+syn-ack actions=drop"},
+      {"icmp,icmp_code=3,icmp_type=3,actions=drop",
+       "table=0, priority=32768,icmp,icmp_type=3,icmp_code=3 actions=drop"},
+      {"tcp,tcp_flags=-ack+syn,actions=drop",
+       "table=0, priority=32768,tcp,tcp_flags=+syn-ack actions=drop"},
       {"tcp,tcp_flags=0x012/0x0ff,actions=drop",
        "table=0, priority=32768,tcp,tcp_flags=+syn+ack-fin-rst-psh-urg-ece-cwr actions=drop"},
-      {"tcp,tcp_flags=0x002,actions=drop", "table=0, priority=32768,tcp,tcp_flags=0x2/0xfff actions=drop"},
+      {"tcp,tcp_flags=0x002,actions=drop",
+       "table=0, priority=32768,tcp,tcp_flags=0x2/0xfff actions=drop"},
       {"sf_metadata=0x10/0xf0,sf_action=counter,actions=drop",
        "table=0, priority=32768,sf_action=counter,sf_metadata=0x10/0xf0 actions=drop"},
       {"sf_action=none,sf_metadata=0x10,actions=drop",
        "table=0, priority=32768,sf_action=none,sf_metadata=16 actions=drop"},
-      {"actions=2 , in_port dec_ttl,goto_table:0x3", "table=0, priority=32768 actions=output:2,in_port,dec_ttl,goto_table:3"},
+      {"actions=2 , in_port dec_ttl,goto_table:0x3",
+       "table=0, priority=32768 actions=output:2,in_port,dec_ttl,goto_table:3"},
       {"actions=mod_dl_src:0:1:2:3:4:5,mod_nw_dst:1.2.3.4,mod_tp_src:0x10,softflow:noop:0x10",
-       "table=0, priority=32768 actions=mod_dl_src:00:01:02:03:04:05,mod_nw_dst:1.2.3.4,mod_tp_src:16,"
+       "table=0, priority=32768 "
+       "actions=mod_dl_src:00:01:02:03:04:05,mod_nw_dst:1.2.3.4,mod_tp_src:16,"
        "softflow:noop:16"},
       {"actions=set_field:10.0.0.1/8->nw_dst,set_field:0x1/0x1->sf_metadata,set_field:0x80->tp_src,"
-       "set_field:8/0x0c->nw_tos,set_field:aa:bb:cc:dd:ee:ff/ff:ff:ff:00:00:00->dl_dst,set_field:::1->ipv6_dst",
-       "table=0, priority=32768 actions=set_field:10.0.0.0/8->nw_dst,set_field:0x1/0x1->sf_metadata,"
-       "set_field:128->tp_src,set_field:0x8/0xc->nw_tos,set_field:aa:bb:cc:00:00:00/ff:ff:ff:00:00:00->dl_dst,"
+       "set_field:8/0x0c->nw_tos,set_field:aa:bb:cc:dd:ee:ff/"
+       "ff:ff:ff:00:00:00->dl_dst,set_field:::1->ipv6_dst",
+       "table=0, priority=32768 "
+       "actions=set_field:10.0.0.0/8->nw_dst,set_field:0x1/0x1->sf_metadata,"
+       "set_field:128->tp_src,set_field:0x8/0xc->nw_tos,set_field:aa:bb:cc:00:00:00/"
+       "ff:ff:ff:00:00:00->dl_dst,"
        "set_field:::1->ipv6_dst"},
   };
   for (const auto& [line, want] : cases) {
@@ -703,8 +754,11 @@ TEST(FlowSyntax, RoundTripsEveryValidLine) {
   for (const MatchCase& c : match_cases()) lines.push_back(c.line);
   lines.push_back("actions=output:1,in_port,dec_ttl,2,output:eth2");
   lines.push_back("table=5,actions=output:1 goto_table:254");
-  lines.push_back("actions=set_field:10.0.0.1/8->nw_dst,set_field:0x1/0x1->sf_metadata,set_field:8/0x0c->nw_tos");
-  lines.push_back("actions=mod_dl_src:0:1:2:3:4:5,mod_nw_dst:1.2.3.4,mod_tp_src:0x10,softflow:noop:0x10");
+  lines.push_back(
+      "actions=set_field:10.0.0.1/8->nw_dst,set_field:0x1/0x1->sf_metadata,set_field:8/"
+      "0x0c->nw_tos");
+  lines.push_back(
+      "actions=mod_dl_src:0:1:2:3:4:5,mod_nw_dst:1.2.3.4,mod_tp_src:0x10,softflow:noop:0x10");
   for (const std::string& line : lines) {
     SCOPED_TRACE(line);
     auto rule = parse_flow(line, opts);
@@ -739,9 +793,15 @@ class RandomRuleWriter {
     if (chance(25)) fields.push_back("dl_dst=" + masked_mac());
     if (chance(20)) {
       switch (below(3)) {
-        case 0: fields.push_back("dl_vlan=" + number(below(4096))); break;
-        case 1: fields.push_back("dl_vlan=0xffff"); break;
-        default: fields.push_back("vlan_tci=" + number(below(65536)) + "/" + number(below(65536))); break;
+        case 0:
+          fields.push_back("dl_vlan=" + number(below(4096)));
+          break;
+        case 1:
+          fields.push_back("dl_vlan=0xffff");
+          break;
+        default:
+          fields.push_back("vlan_tci=" + number(below(65536)) + "/" + number(below(65536)));
+          break;
       }
     }
     if (chance(40)) fields.push_back("sf_stage=" + number(below(256)));
@@ -763,7 +823,8 @@ class RandomRuleWriter {
 
   std::string number(uint64_t v) {
     char buf[24];
-    std::snprintf(buf, sizeof buf, chance(50) ? "%llu" : "0x%llx", static_cast<unsigned long long>(v));
+    std::snprintf(buf, sizeof buf, chance(50) ? "%llu" : "0x%llx",
+                  static_cast<unsigned long long>(v));
     return buf;
   }
   std::string masked_number(uint64_t limit) {
@@ -777,21 +838,25 @@ class RandomRuleWriter {
   }
   std::string mac() {
     char buf[32];
-    std::snprintf(buf, sizeof buf, chance(50) ? "%02x:%02x:%02x:%02x:%02x:%02x" : "%X:%X:%X:%X:%X:%X",
-                  unsigned(below(256)), unsigned(below(256)), unsigned(below(256)), unsigned(below(256)),
-                  unsigned(below(256)), unsigned(below(256)));
+    std::snprintf(buf, sizeof buf,
+                  chance(50) ? "%02x:%02x:%02x:%02x:%02x:%02x" : "%X:%X:%X:%X:%X:%X",
+                  unsigned(below(256)), unsigned(below(256)), unsigned(below(256)),
+                  unsigned(below(256)), unsigned(below(256)), unsigned(below(256)));
     return buf;
   }
   std::string masked_mac() { return chance(30) ? mac() + "/" + mac() : mac(); }
   std::string ipv4() {
-    return std::to_string(below(256)) + "." + std::to_string(below(256)) + "." + std::to_string(below(256)) +
-           "." + std::to_string(below(256));
+    return std::to_string(below(256)) + "." + std::to_string(below(256)) + "." +
+           std::to_string(below(256)) + "." + std::to_string(below(256));
   }
   std::string masked_ipv4() {
     switch (below(3)) {
-      case 0: return ipv4();
-      case 1: return ipv4() + "/" + std::to_string(below(33));
-      default: return ipv4() + "/" + ipv4();
+      case 0:
+        return ipv4();
+      case 1:
+        return ipv4() + "/" + std::to_string(below(33));
+      default:
+        return ipv4() + "/" + ipv4();
     }
   }
   std::string ipv6() {
@@ -803,14 +868,18 @@ class RandomRuleWriter {
   }
   std::string masked_ipv6() {
     switch (below(3)) {
-      case 0: return ipv6();
-      case 1: return ipv6() + "/" + std::to_string(below(129));
-      default: return ipv6() + "/" + ipv6();
+      case 0:
+        return ipv6();
+      case 1:
+        return ipv6() + "/" + std::to_string(below(129));
+      default:
+        return ipv6() + "/" + ipv6();
     }
   }
   std::string tcp_flags() {
     if (chance(50)) return number(below(0x1000)) + (chance(50) ? "/" + number(below(0x1000)) : "");
-    static const char* const kFlags[] = {"fin", "syn", "rst", "psh", "ack", "urg", "ece", "cwr", "ns"};
+    static const char* const kFlags[] = {"fin", "syn", "rst", "psh", "ack",
+                                         "urg", "ece", "cwr", "ns"};
     std::vector<int> order = {0, 1, 2, 3, 4, 5, 6, 7, 8};
     std::shuffle(order.begin(), order.end(), rng_);
     std::string s;
@@ -826,9 +895,9 @@ class RandomRuleWriter {
       int nw_proto;
     };
     static const Protocol kProtocols[] = {
-        {nullptr, 0, -1},        {"ip", 0x0800, -1},    {"ipv6", 0x86dd, -1},  {"arp", 0x0806, -1},
-        {"tcp", 0x0800, 6},      {"udp", 0x0800, 17},   {"icmp", 0x0800, 1},   {"tcp6", 0x86dd, 6},
-        {"udp6", 0x86dd, 17},    {"icmp6", 0x86dd, 58}, {nullptr, 0x88cc, -1},
+        {nullptr, 0, -1},     {"ip", 0x0800, -1},    {"ipv6", 0x86dd, -1},  {"arp", 0x0806, -1},
+        {"tcp", 0x0800, 6},   {"udp", 0x0800, 17},   {"icmp", 0x0800, 1},   {"tcp6", 0x86dd, 6},
+        {"udp6", 0x86dd, 17}, {"icmp6", 0x86dd, 58}, {nullptr, 0x88cc, -1},
     };
     const Protocol& p = kProtocols[below(std::size(kProtocols))];
     if (p.dl_type == 0) return;
@@ -870,29 +939,56 @@ class RandomRuleWriter {
     const size_t n = below(5);
     for (size_t i = 0; i < n; ++i) {
       switch (below(11)) {
-        case 0: list.push_back("output:" + number(below(1ULL << 32))); break;
-        case 1: list.push_back(std::to_string(below(1000))); break;
-        case 2: list.push_back("in_port"); break;
-        case 3: list.push_back("dec_ttl"); break;
-        case 4: list.push_back(std::string(chance(50) ? "mod_dl_src:" : "mod_dl_dst:") + mac()); break;
-        case 5: list.push_back(std::string(chance(50) ? "mod_nw_src:" : "mod_nw_dst:") + ipv4()); break;
-        case 6: list.push_back(std::string(chance(50) ? "mod_tp_src:" : "mod_tp_dst:") + number(below(65536))); break;
-        case 7: list.push_back("set_field:" + masked_ipv4() + (chance(50) ? "->nw_src" : "->nw_dst")); break;
-        case 8: list.push_back("set_field:" + masked_ipv6() + (chance(50) ? "->ipv6_src" : "->ipv6_dst")); break;
-        case 9: list.push_back("set_field:" + masked_mac() + (chance(50) ? "->dl_src" : "->dl_dst")); break;
+        case 0:
+          list.push_back("output:" + number(below(1ULL << 32)));
+          break;
+        case 1:
+          list.push_back(std::to_string(below(1000)));
+          break;
+        case 2:
+          list.push_back("in_port");
+          break;
+        case 3:
+          list.push_back("dec_ttl");
+          break;
+        case 4:
+          list.push_back(std::string(chance(50) ? "mod_dl_src:" : "mod_dl_dst:") + mac());
+          break;
+        case 5:
+          list.push_back(std::string(chance(50) ? "mod_nw_src:" : "mod_nw_dst:") + ipv4());
+          break;
+        case 6:
+          list.push_back(std::string(chance(50) ? "mod_tp_src:" : "mod_tp_dst:") +
+                         number(below(65536)));
+          break;
+        case 7:
+          list.push_back("set_field:" + masked_ipv4() + (chance(50) ? "->nw_src" : "->nw_dst"));
+          break;
+        case 8:
+          list.push_back("set_field:" + masked_ipv6() + (chance(50) ? "->ipv6_src" : "->ipv6_dst"));
+          break;
+        case 9:
+          list.push_back("set_field:" + masked_mac() + (chance(50) ? "->dl_src" : "->dl_dst"));
+          break;
         default:
           switch (below(3)) {
-            case 0: list.push_back("set_field:" + masked_number(65536) + (chance(50) ? "->tp_src" : "->tp_dst")); break;
-            case 1: list.push_back("set_field:" + masked_number(1ULL << 32) + "->sf_metadata"); break;
+            case 0:
+              list.push_back("set_field:" + masked_number(65536) +
+                             (chance(50) ? "->tp_src" : "->tp_dst"));
+              break;
+            case 1:
+              list.push_back("set_field:" + masked_number(1ULL << 32) + "->sf_metadata");
+              break;
             default:
-              list.push_back("set_field:" + number(below(64) * 4) + (chance(50) ? "/" + number(below(64) * 4) : "") +
-                             "->nw_tos");
+              list.push_back("set_field:" + number(below(64) * 4) +
+                             (chance(50) ? "/" + number(below(64) * 4) : "") + "->nw_tos");
               break;
           }
       }
     }
     if (chance(30))
-      list.push_back(std::string("softflow:") + (chance(50) ? "noop:" : "counter:") + number(below(1ULL << 32)));
+      list.push_back(std::string("softflow:") + (chance(50) ? "noop:" : "counter:") +
+                     number(below(1ULL << 32)));
     else if (table < 254 && chance(20))
       list.push_back("goto_table:" + number(static_cast<uint64_t>(table) + 1 + below(254 - table)));
     if (list.empty()) return "drop";
@@ -918,10 +1014,12 @@ TEST(FlowSyntax, RandomRulesRoundTrip) {
   for (int i = 0; i < 2000; ++i) {
     const std::string line = writer.next();
     auto rule = parse_flow(line);
-    ASSERT_TRUE(rule) << "seed " << seed << ", rule " << i << ": " << line << "\n  " << rule.error();
+    ASSERT_TRUE(rule) << "seed " << seed << ", rule " << i << ": " << line << "\n  "
+                      << rule.error();
     const std::string text = print_flow(*rule);
     auto again = parse_flow(text);
-    ASSERT_TRUE(again) << "seed " << seed << ": " << line << "\n  printed " << text << "\n  " << again.error();
+    ASSERT_TRUE(again) << "seed " << seed << ": " << line << "\n  printed " << text << "\n  "
+                       << again.error();
     ASSERT_TRUE(*again == *rule) << "seed " << seed << ": " << line << "\n  printed " << text
                                  << match_diff(again->match, rule->match);
     ASSERT_EQ(print_flow(*again), text) << "seed " << seed << ": " << line;

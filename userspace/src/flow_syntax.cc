@@ -247,9 +247,12 @@ enum class AddressKind : uint8_t { kMac, kIpv4, kIpv6 };
 
 size_t address_size(AddressKind kind) {
   switch (kind) {
-    case AddressKind::kMac: return 6;
-    case AddressKind::kIpv4: return 4;
-    case AddressKind::kIpv6: return 16;
+    case AddressKind::kMac:
+      return 6;
+    case AddressKind::kIpv4:
+      return 4;
+    case AddressKind::kIpv6:
+      return 16;
   }
   return 0;
 }
@@ -322,18 +325,35 @@ enum class ValueKind : uint8_t {
 };
 
 // What a field's match needs the rest of the match to pin down.
-enum class Prereq : uint8_t { kNone, kIpOrArp, kIpv6, kIpOrIpv6, kIpIpv6OrArp, kTcpOrUdp, kIcmp, kTcp };
+enum class Prereq : uint8_t {
+  kNone,
+  kIpOrArp,
+  kIpv6,
+  kIpOrIpv6,
+  kIpIpv6OrArp,
+  kTcpOrUdp,
+  kIcmp,
+  kTcp
+};
 
 std::string_view prereq_text(Prereq p) {
   switch (p) {
-    case Prereq::kNone: return "";
-    case Prereq::kIpOrArp: return "ip or arp";
-    case Prereq::kIpv6: return "ipv6";
-    case Prereq::kIpOrIpv6: return "ip or ipv6";
-    case Prereq::kIpIpv6OrArp: return "ip, ipv6 or arp";
-    case Prereq::kTcpOrUdp: return "tcp or udp";
-    case Prereq::kIcmp: return "icmp or icmp6";
-    case Prereq::kTcp: return "tcp";
+    case Prereq::kNone:
+      return "";
+    case Prereq::kIpOrArp:
+      return "ip or arp";
+    case Prereq::kIpv6:
+      return "ipv6";
+    case Prereq::kIpOrIpv6:
+      return "ip or ipv6";
+    case Prereq::kIpIpv6OrArp:
+      return "ip, ipv6 or arp";
+    case Prereq::kTcpOrUdp:
+      return "tcp or udp";
+    case Prereq::kIcmp:
+      return "icmp or icmp6";
+    case Prereq::kTcp:
+      return "tcp";
   }
   return "";
 }
@@ -342,10 +362,10 @@ struct FieldSyntax {
   std::string_view name;
   Field field;
   ValueKind kind;
-  uint64_t max;    // kNumber: largest value (and mask)
-  bool maskable;   // a match accepts name=value/mask
+  uint64_t max;   // kNumber: largest value (and mask)
+  bool maskable;  // a match accepts name=value/mask
   Prereq prereq;
-  bool settable;   // set_field:V->name is allowed
+  bool settable;  // set_field:V->name is allowed
 };
 
 const std::array<FieldSyntax, 20> kMatchFields = {{
@@ -433,7 +453,8 @@ Result<FieldBytes> parse_tcp_flag_names(const Located& text, std::string_view fi
                                  [&](const TcpFlagName& f) { return f.name == name.text; });
     if (it == kTcpFlagNames.end())
       return invalid("TCP flag", name, field, "fin, syn, rst, psh, ack, urg, ece, cwr or ns");
-    if (mask & it->bit) return error_at("TCP flag " + quoted(name.text) + " given twice", name.column);
+    if (mask & it->bit)
+      return error_at("TCP flag " + quoted(name.text) + " given twice", name.column);
     mask |= it->bit;
     if (sign == '+') value |= it->bit;
     pos = end;
@@ -456,20 +477,23 @@ Result<FieldBytes> parse_field_value(const FieldSyntax& syntax, std::string_view
       }
       std::optional<uint32_t> port;
       if (opts.port_by_name) port = opts.port_by_name(text.text);
-      if (!port) return error_at("unknown port " + quoted(text.text) + " for " + std::string(field),
-                                 text.column);
+      if (!port)
+        return error_at("unknown port " + quoted(text.text) + " for " + std::string(field),
+                        text.column);
       return uint_field_bytes(f, *port, syntax.max);
     }
     case ValueKind::kService: {
       if (text.text == "none") return uint_field_bytes(f, SF_ACTION_NONE, 0xff);
       const auto id = ServiceRegistry::instance().id_of(text.text);
-      if (!id) return error_at("unknown service " + quoted(text.text) + " for " + std::string(field),
-                               text.column);
+      if (!id)
+        return error_at("unknown service " + quoted(text.text) + " for " + std::string(field),
+                        text.column);
       return uint_field_bytes(f, *id, 0xff);
     }
     case ValueKind::kVlan: {
       const auto vid = parse_number(text.text);
-      if (vid && *vid <= kVlanVidMax) return uint_field_bytes(f, *vid | SF_VLAN_PRESENT, kVlanMatchMask);
+      if (vid && *vid <= kVlanVidMax)
+        return uint_field_bytes(f, *vid | SF_VLAN_PRESENT, kVlanMatchMask);
       if (vid && *vid == kVlanUntagged) return uint_field_bytes(f, 0, 0xffff);
       return invalid("VLAN", text, field, "0-4095, or 0xffff for untagged frames");
     }
@@ -482,7 +506,8 @@ Result<FieldBytes> parse_field_value(const FieldSyntax& syntax, std::string_view
   const Located value = text.sub(0, slash);
   std::optional<Located> mask;
   if (slash != std::string_view::npos) {
-    if (!allow_mask) return error_at("mask not allowed for " + std::string(field), text.column + slash);
+    if (!allow_mask)
+      return error_at("mask not allowed for " + std::string(field), text.column + slash);
     mask = text.sub(slash + 1);
   }
 
@@ -501,7 +526,8 @@ Result<FieldBytes> parse_field_value(const FieldSyntax& syntax, std::string_view
     case ValueKind::kTos: {
       const auto v = parse_number(value.text);
       if (!v || *v > 0xff || (*v & ~kTosDscpMask) != 0)
-        return invalid("value", value, field, "a multiple of 4 in 0-252; the ECN bits are not matched");
+        return invalid("value", value, field,
+                       "a multiple of 4 in 0-252; the ECN bits are not matched");
       uint64_t m = kTosDscpMask;
       if (mask) {
         const auto parsed = parse_number(mask->text);
@@ -513,8 +539,9 @@ Result<FieldBytes> parse_field_value(const FieldSyntax& syntax, std::string_view
     }
     case ValueKind::kTcpFlags: {
       if (!value.text.empty() && (value.text[0] == '+' || value.text[0] == '-')) {
-        if (mask) return error_at("mask not allowed with +flag syntax for " + std::string(field),
-                                  text.column + slash);
+        if (mask)
+          return error_at("mask not allowed with +flag syntax for " + std::string(field),
+                          text.column + slash);
         return parse_tcp_flag_names(value, field);
       }
       const auto v = parse_number(value.text);
@@ -605,7 +632,8 @@ bool is_duration(std::string_view s) {
   const std::string_view whole = s.substr(0, dot);
   const std::string_view fraction = dot == std::string_view::npos ? "x" : s.substr(dot + 1);
   auto digits = [](std::string_view d) {
-    return !d.empty() && std::all_of(d.begin(), d.end(), [](char c) { return c >= '0' && c <= '9'; });
+    return !d.empty() &&
+           std::all_of(d.begin(), d.end(), [](char c) { return c >= '0' && c <= '9'; });
   };
   return digits(whole) && (dot == std::string_view::npos || digits(fraction));
 }
@@ -673,9 +701,9 @@ class RuleParser {
                        is_counter_token(name) || name == "actions";
     if (!known) return error_at("unknown field " + quoted(name), token.column);
     if (!kv.value || kv.value->text.empty())
-      return error_at("missing value for " + std::string(name) + " (write " + std::string(name) +
-                          "=VALUE)",
-                      token.column);
+      return error_at(
+          "missing value for " + std::string(name) + " (write " + std::string(name) + "=VALUE)",
+          token.column);
     const Located& value = *kv.value;
 
     if (name == "table" || name == "priority") {
@@ -717,14 +745,16 @@ class RuleParser {
   }
 
   Status apply_shorthand(const Shorthand& shorthand, size_t column) {
-    if (Status s = set_field(Field::kDlType, uint_field_bytes(Field::kDlType, shorthand.dl_type, 0xffff),
-                             shorthand.name, column, true);
+    if (Status s =
+            set_field(Field::kDlType, uint_field_bytes(Field::kDlType, shorthand.dl_type, 0xffff),
+                      shorthand.name, column, true);
         !s)
       return s;
     if (shorthand.nw_proto < 0) return Status::ok();
-    return set_field(Field::kNwProto,
-                     uint_field_bytes(Field::kNwProto, static_cast<uint64_t>(shorthand.nw_proto), 0xff),
-                     shorthand.name, column, true);
+    return set_field(
+        Field::kNwProto,
+        uint_field_bytes(Field::kNwProto, static_cast<uint64_t>(shorthand.nw_proto), 0xff),
+        shorthand.name, column, true);
   }
 
   // A field may be given once; a shorthand may repeat what is already there
@@ -734,12 +764,14 @@ class RuleParser {
     std::optional<Setter>& setter = setters_[static_cast<size_t>(key_slot(f))];
     if (setter) {
       const size_t n = field_info(f).size;
-      const bool same = std::memcmp(field_ptr(out_.rule.match.value, f), bytes.value.data(), n) == 0 &&
-                        std::memcmp(field_ptr(out_.rule.match.mask, f), bytes.mask.data(), n) == 0;
+      const bool same =
+          std::memcmp(field_ptr(out_.rule.match.value, f), bytes.value.data(), n) == 0 &&
+          std::memcmp(field_ptr(out_.rule.match.mask, f), bytes.mask.data(), n) == 0;
       if (!same || (!shorthand && !setter->shorthand)) {
         if (setter->name == name) return given_twice(name, column, setter->column);
-        return Status::error(quoted(name) + " at column " + std::to_string(column) + " conflicts with " +
-                             quoted(setter->name) + " at column " + std::to_string(setter->column));
+        return Status::error(quoted(name) + " at column " + std::to_string(column) +
+                             " conflicts with " + quoted(setter->name) + " at column " +
+                             std::to_string(setter->column));
       }
       return Status::ok();
     }
@@ -755,7 +787,8 @@ class RuleParser {
 
   bool exact(Field f, uint64_t v) const {
     const Match& m = out_.rule.match;
-    const uint64_t full = field_info(f).size >= 8 ? UINT64_MAX : (1ULL << (8 * field_info(f).size)) - 1;
+    const uint64_t full =
+        field_info(f).size >= 8 ? UINT64_MAX : (1ULL << (8 * field_info(f).size)) - 1;
     return get_field_uint(m.mask, f) == full && get_field_uint(m.value, f) == v;
   }
 
@@ -764,16 +797,24 @@ class RuleParser {
     const bool ipv6 = exact(Field::kDlType, kEthTypeIpv6);
     const bool arp = exact(Field::kDlType, kEthTypeArp);
     switch (p) {
-      case Prereq::kNone: return true;
-      case Prereq::kIpOrArp: return ip || arp;
-      case Prereq::kIpv6: return ipv6;
-      case Prereq::kIpOrIpv6: return ip || ipv6;
-      case Prereq::kIpIpv6OrArp: return ip || ipv6 || arp;
+      case Prereq::kNone:
+        return true;
+      case Prereq::kIpOrArp:
+        return ip || arp;
+      case Prereq::kIpv6:
+        return ipv6;
+      case Prereq::kIpOrIpv6:
+        return ip || ipv6;
+      case Prereq::kIpIpv6OrArp:
+        return ip || ipv6 || arp;
       case Prereq::kTcpOrUdp:
-        return (ip || ipv6) && (exact(Field::kNwProto, kIpProtoTcp) || exact(Field::kNwProto, kIpProtoUdp));
+        return (ip || ipv6) &&
+               (exact(Field::kNwProto, kIpProtoTcp) || exact(Field::kNwProto, kIpProtoUdp));
       case Prereq::kIcmp:
-        return (ip && exact(Field::kNwProto, kIpProtoIcmp)) || (ipv6 && exact(Field::kNwProto, kIpProtoIcmpv6));
-      case Prereq::kTcp: return (ip || ipv6) && exact(Field::kNwProto, kIpProtoTcp);
+        return (ip && exact(Field::kNwProto, kIpProtoIcmp)) ||
+               (ipv6 && exact(Field::kNwProto, kIpProtoIcmpv6));
+      case Prereq::kTcp:
+        return (ip || ipv6) && exact(Field::kNwProto, kIpProtoTcp);
     }
     return false;
   }
@@ -795,12 +836,15 @@ class RuleParser {
     }
     std::optional<uint32_t> port;
     if (opts_.port_by_name) port = opts_.port_by_name(text.text);
-    if (!port) return error_at("unknown port " + quoted(text.text) + " for " + std::string(action), text.column);
+    if (!port)
+      return error_at("unknown port " + quoted(text.text) + " for " + std::string(action),
+                      text.column);
     return *port;
   }
 
   Result<Action> set_field_action(std::string_view field_name, const Located& value,
-                                  std::string_view action_name, bool mod_syntax, size_t column) const {
+                                  std::string_view action_name, bool mod_syntax,
+                                  size_t column) const {
     const FieldSyntax* field = find_field_syntax(field_name);
     if (!field || !field->settable)
       return error_at("set_field cannot set " + quoted(field_name), column);
@@ -857,7 +901,9 @@ class RuleParser {
         return error_at("softflow action needs NAME:ARG, not " + quoted(t), token.column);
       const Located service = arg.sub(0, colon);
       const auto id = ServiceRegistry::instance().id_of(service.text);
-      if (!id) return error_at("unknown service " + quoted(service.text) + " for softflow", service.column);
+      if (!id)
+        return error_at("unknown service " + quoted(service.text) + " for softflow",
+                        service.column);
       auto argument = parse_bounded(arg.sub(colon + 1), UINT32_MAX, "softflow argument");
       if (!argument) return argument.status();
       return Action::softflow(*id, static_cast<uint32_t>(*argument));
@@ -870,7 +916,8 @@ class RuleParser {
       return set_field_action(target.text, arg.sub(0, arrow), name, false, target.column);
     }
     // mod_dl_src:MAC and friends: a full-width set of the named field.
-    return set_field_action(name.substr(std::string_view("mod_").size()), arg, name, true, token.column);
+    return set_field_action(name.substr(std::string_view("mod_").size()), arg, name, true,
+                            token.column);
   }
 
   Result<ActionList> parse_actions(const Located& text) const {
@@ -881,10 +928,11 @@ class RuleParser {
     bool any = false;
     while (const auto token = tokens.next()) {
       if (last_only) {
-        const std::string_view which = last_only->text.starts_with("softflow") ? "softflow" : "goto_table";
-        return Status::error(std::string(which) + " action must be the last action: " +
-                             quoted(token->text) + " at column " + std::to_string(token->column) +
-                             " follows " + quoted(last_only->text));
+        const std::string_view which =
+            last_only->text.starts_with("softflow") ? "softflow" : "goto_table";
+        return Status::error(
+            std::string(which) + " action must be the last action: " + quoted(token->text) +
+            " at column " + std::to_string(token->column) + " follows " + quoted(last_only->text));
       }
       if (drop)
         return error_at("drop must be the only action, but " + quoted(token->text) + " follows it",
@@ -920,7 +968,8 @@ class RuleParser {
 // ---- the printer -----------------------------------------------------------------
 
 bool prints_in_hex(Field f) {
-  return f == Field::kDlType || f == Field::kVlanTci || f == Field::kTcpFlags || f == Field::kNwFrag;
+  return f == Field::kDlType || f == Field::kVlanTci || f == Field::kTcpFlags ||
+         f == Field::kNwFrag;
 }
 
 // A value with its mask in the syntax the parser reads back: addresses in
@@ -982,7 +1031,8 @@ class MatchPrinter {
     add(std::string(name) + "=" + value_text);
   }
   void print_field(std::string_view name, Field f) {
-    if (has(f)) add(name, format_field_value(f, field_ptr(match_.value, f), field_ptr(match_.mask, f)));
+    if (has(f))
+      add(name, format_field_value(f, field_ptr(match_.value, f), field_ptr(match_.mask, f)));
   }
   void print_uint(Field f) { print_field(field_info(f).name, f); }
 
@@ -1141,7 +1191,9 @@ Result<std::vector<FlowRule>> parse_flows(std::string_view text, const FlowParse
     line = line.substr(0, line.find('#'));
     if (std::all_of(line.begin(), line.end(), is_separator)) continue;
     auto rule = parse_flow(line, opts);
-    if (!rule) return Status(rule.status().code(), "line " + std::to_string(line_number) + ": " + rule.error());
+    if (!rule)
+      return Status(rule.status().code(),
+                    "line " + std::to_string(line_number) + ": " + rule.error());
     rules.push_back(std::move(*rule));
   }
   return rules;
@@ -1160,7 +1212,8 @@ std::string print_actions(const ActionList& actions) {
 }
 
 std::string print_flow(const FlowRule& rule) {
-  std::string out = "table=" + std::to_string(rule.table) + ", priority=" + std::to_string(rule.priority);
+  std::string out =
+      "table=" + std::to_string(rule.table) + ", priority=" + std::to_string(rule.priority);
   const std::string match = print_match(rule.match);
   if (!match.empty()) out += "," + match;
   return out + " actions=" + print_actions(rule.actions);
