@@ -351,6 +351,71 @@ TEST_P(Revalidation, RandomRuleSetsAndEdits) {
   EXPECT_GT(removed, 0u);
 }
 
+// Revalidation must not throw away what is still right: rule changes that no
+// megaflow depends on keep every megaflow and its coalesced continuations,
+// so traffic keeps taking one lookup per packet.
+TEST(RevalidationKeeps, UnrelatedChangesKeepCoalescedMegaflows) {
+  SwitchHarness sw(true);
+  ASSERT_TRUE(sw.add(chain_rules()));
+  std::vector<Frame> frames;
+  for (int i = 0; i < 64; ++i)
+    frames.push_back(frame(9, test::udp4(0x0b000001, i % 2 ? 0x0a000000u + i % 7 : 0x0a010001u, 1000,
+                                         i % 2 ? 99 : 53)));
+  sw.run(frames);
+  sw.run(frames);
+  std::vector<size_t> segments;
+  sw.dp().megaflows().for_each([&](Megaflow& mf) { segments.push_back(mf.segments.size()); });
+  ASSERT_FALSE(segments.empty());
+  for (size_t n : segments) EXPECT_EQ(n, 3u);
+  const DatapathStats before = sw.stats();
+  // A table no rule jumps to, and a route no packet here can match (its
+  // rejection is proven by nw_dst bits every megaflow already has).
+  ASSERT_TRUE(sw.sw().add_flow(rule(7, 10, Match{}, {Action::output(1)})));
+  ASSERT_TRUE(sw.sw().add_flow(rule(1, 40, match({{Field::kDlType, 0x0800}, {Field::kNwDst, 0xc0a80000, prefix_mask(16)}}),
+                                    {Action::output(3)})));
+  EXPECT_EQ(sw.stats().revalidated_removed, before.revalidated_removed);
+  std::vector<size_t> after_change;
+  sw.dp().megaflows().for_each([&](Megaflow& mf) { after_change.push_back(mf.segments.size()); });
+  EXPECT_EQ(after_change, segments);
+  sw.run(frames);
+  EXPECT_EQ(sw.stats().lookups - before.lookups, frames.size());
+  EXPECT_EQ(sw.stats().upcalls, before.upcalls);
+}
+
+// Every datapath (PMD thread) of a switch is revalidated before the flow
+// mod returns, and dump_flows sums the counters of all of them.
+TEST(RevalidationAllDatapaths, EveryDatapathFollowsTheChange) {
+  SwitchConfig cfg;
+  cfg.n_datapaths = 3;
+  auto created = Switch::create(cfg);
+  ASSERT_TRUE(created) << created.error();
+  Switch& sw = *created.value();
+  ASSERT_EQ(sw.datapath_count(), 3u);
+  const std::vector<FlowRule> rules = chain_rules();
+  ASSERT_TRUE(sw.add_flows(rules));
+  std::vector<MemoryPorts> ports(3, MemoryPorts({1, 2, 3, 4}));
+  FramePool pool(128);
+  const std::vector<Frame> frames(10, frame(9, test::udp4(0x0b000001, 0x0a000005, 1, 2)));
+  for (size_t d = 0; d < 3; ++d) {
+    sw.datapath(d).set_sink(&ports[d]);
+    run_frames(sw.datapath(d), frames, pool);
+    EXPECT_EQ(ports[d].sent(2).size(), 10u) << "datapath " << d;
+    EXPECT_GT(sw.datapath(d).megaflows().size(), 0u);
+  }
+  EXPECT_EQ(sw.mod_flows(rules[4].match, 1, {Action::output(3)}, true, rules[4].priority), 1u);
+  for (size_t d = 0; d < 3; ++d) {
+    run_frames(sw.datapath(d), frames, pool);
+    EXPECT_EQ(ports[d].sent(2).size(), 10u) << "datapath " << d;
+    EXPECT_EQ(ports[d].sent(3).size(), 10u) << "datapath " << d;
+  }
+  for (const auto* r : sw.tables().rules(0))
+    if (r->flow.priority == 100) {
+      sw.dump_flows();
+      EXPECT_EQ(r->n_packets, 60u) << print_flow(r->flow);
+    }
+  EXPECT_EQ(sw.total_stats().tx_packets, 60u);
+}
+
 // ---- rule counters ------------------------------------------------------------------
 
 // " table=T, n_packets=N, n_bytes=B, <rest of print_flow>" is in the dump.
