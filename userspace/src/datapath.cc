@@ -232,7 +232,8 @@ void Datapath::reinject(InFlight& f, uint64_t now_ns) {
   if (b != nullptr) {
     if (!b->installed) install_builder(*b, now_ns);
     f.builder = -1;
-  } else if (f.megaflow != nullptr && f.segment + 1u < f.megaflow->segments.size()) {
+  } else if (config_.coalesce && f.megaflow != nullptr &&
+             f.segment + 1u < f.megaflow->segments.size()) {
     const MegaflowSegment& next = f.megaflow->segments[f.segment + 1];
     if (p.sf_coalesce && p.key.sf_metadata == next.guard_metadata) {
       ++f.segment;

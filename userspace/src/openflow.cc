@@ -147,8 +147,23 @@ Status validate_rule(const FlowRule& rule) {
       if (ServiceRegistry::instance().name_of(a.service).empty())
         return Status::error("softflow action names unknown service id " + std::to_string(a.service));
     }
-    if (a.type == ActionType::kSetField && a.field >= Field::kCount)
-      return Status::error("set_field without a field");
+    if (a.type == ActionType::kSetField) {
+      // Only fields the datapath can rewrite consistently in key and bytes;
+      // in particular never sf_stage (it would defeat the loop bound).
+      switch (a.field) {
+        case Field::kDlSrc: case Field::kDlDst: case Field::kNwSrc: case Field::kNwDst:
+        case Field::kIpv6Src: case Field::kIpv6Dst: case Field::kTpSrc: case Field::kTpDst:
+        case Field::kSfMetadata:
+          break;
+        case Field::kNwTos:
+          if (a.mask[0] & 0x03) return Status::error("set_field on nw_tos may only change the DSCP bits (mask 0xfc)");
+          break;
+        default:
+          return Status::error(a.field < Field::kCount
+                                   ? "set_field cannot set " + std::string(field_info(a.field).name)
+                                   : std::string("set_field without a field"));
+      }
+    }
   }
   return Status::ok();
 }
@@ -185,9 +200,9 @@ void OpenFlowTables::remove_rule(Rule* r) {
   by_id_.erase(r->id);
 }
 
-template <typename Fn>
-size_t OpenFlowTables::for_selected(const Match& filter, std::optional<uint8_t> table, bool strict,
-                                    uint16_t priority, Fn&& fn) {
+std::vector<OpenFlowTables::Rule*> OpenFlowTables::select(const Match& filter,
+                                                         std::optional<uint8_t> table,
+                                                         bool strict, uint16_t priority) {
   std::vector<Rule*> selected;
   for (size_t t = 0; t < tables_.size(); ++t) {
     if (table && *table != t) continue;
@@ -197,6 +212,13 @@ size_t OpenFlowTables::for_selected(const Match& filter, std::optional<uint8_t> 
       if (hit) selected.push_back(r);
     }
   }
+  return selected;
+}
+
+template <typename Fn>
+size_t OpenFlowTables::for_selected(const Match& filter, std::optional<uint8_t> table, bool strict,
+                                    uint16_t priority, Fn&& fn) {
+  std::vector<Rule*> selected = select(filter, table, strict, priority);
   for (Rule* r : selected) fn(r);
   if (!selected.empty()) ++version_;
   return selected.size();
@@ -208,7 +230,16 @@ size_t OpenFlowTables::del_flows(const Match& filter, std::optional<uint8_t> tab
 }
 
 size_t OpenFlowTables::mod_flows(const Match& filter, std::optional<uint8_t> table,
-                                 const ActionList& actions, bool strict, uint16_t priority) {
+                                 const ActionList& actions, bool strict, uint16_t priority,
+                                 Status* error) {
+  for (const Rule* r : select(filter, table, strict, priority)) {
+    FlowRule candidate = r->flow;
+    candidate.actions = actions;
+    if (Status s = validate_rule(candidate); !s) {
+      if (error) *error = s;
+      return 0;
+    }
+  }
   return for_selected(filter, table, strict, priority,
                       [&actions](Rule* r) { r->flow.actions = actions; });
 }

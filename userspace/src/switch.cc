@@ -44,8 +44,9 @@ size_t Switch::del_flows(const Match& filter, std::optional<uint8_t> table, bool
 }
 
 size_t Switch::mod_flows(const Match& filter, std::optional<uint8_t> table,
-                         const ActionList& actions, bool strict, uint16_t priority) {
-  const size_t n = tables_.mod_flows(filter, table, actions, strict, priority);
+                         const ActionList& actions, bool strict, uint16_t priority,
+                         Status* error) {
+  const size_t n = tables_.mod_flows(filter, table, actions, strict, priority, error);
   if (n) revalidate_all();
   return n;
 }
@@ -67,9 +68,7 @@ std::string print_megaflow(const Megaflow& mf, uint64_t now_ns) {
   Match m;
   m.value = mf.key;
   m.mask = mf.mask;
-  std::string match = print_match(m);
-  if (mf.mask.nw_frag) match += fmt::format("{}nw_frag={:#x}/{:#x}", match.empty() ? "" : ",",
-                                            mf.key.nw_frag, mf.mask.nw_frag);
+  const std::string match = print_match(m);
   const double used = mf.used_ns && now_ns >= mf.used_ns ? (now_ns - mf.used_ns) / 1e9 : 0.0;
   std::string out = fmt::format("id={}, packets={}, bytes={}, used={:.3f}s, {} actions=", mf.id,
                                 mf.n_packets, mf.n_bytes, used, match.empty() ? "any" : match);

@@ -80,12 +80,12 @@ double run_once(sf::Datapath& dp, const std::vector<sf::Frame>& frames, sf::Fram
     size_t n = 0;
     while (n < sf::kMaxBatch && i < frames.size()) {
       const sf::Frame& f = frames[i++];
-      pool.load(packets[n], f.bytes, f.port, f.timestamp_ns);
+      if (!pool.load(packets[n], f.bytes, f.port, f.timestamp_ns)) continue;  // cannot happen: sizes checked
       sf::parse_packet(packets[n]);
       batch[n] = &packets[n];
       ++n;
     }
-    dp.process_batch({batch.data(), n}, frames[i - 1].timestamp_ns);
+    if (n) dp.process_batch({batch.data(), n}, frames[i - 1].timestamp_ns);
     for (size_t k = 0; k < n; ++k) pool.release(packets[k]);
   }
   const auto end = std::chrono::steady_clock::now();
@@ -113,9 +113,11 @@ int main(int argc, char** argv) {
   app.add_option("--coalesce", coalesce_mode, "stage coalescing: on, off or both")
       ->check(CLI::IsMember({"on", "off", "both"}));
   app.add_flag("--no-coalesce", no_coalesce, "same as --coalesce off");
-  app.add_option("--flows", traffic.flows, "distinct flows in the generated traffic");
-  app.add_option("--packets", traffic.packets, "packets per run");
-  app.add_option("--frame-size", traffic.frame_size, "frame size in bytes");
+  app.add_option("--flows", traffic.flows, "distinct flows in the generated traffic")
+      ->check(CLI::Range(size_t{1}, size_t{1} << 32));
+  app.add_option("--packets", traffic.packets, "packets per run")->check(CLI::Range(size_t{1}, size_t{1} << 32));
+  app.add_option("--frame-size", traffic.frame_size, "frame size in bytes (60-1792)")
+      ->check(CLI::Range(size_t{60}, size_t{sf::FramePool::kFrameSize - sf::FramePool::kHeadroom}));
   app.add_option("--runs", runs, "runs per configuration (median reported)")->check(CLI::Range(1, 1000));
   app.add_option("--seed", traffic.seed, "seed for rules and traffic");
   app.add_flag("--json", json, "one JSON object per configuration");

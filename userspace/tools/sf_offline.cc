@@ -65,7 +65,8 @@ int main(int argc, char** argv) {
   app.add_flag("--no-coalesce", no_coalesce, "disable stage coalescing");
   app.add_option("--service-config", service_config_path, "service configuration (JSON)");
   app.add_option("--max-megaflows", max_megaflows, "megaflow cache size limit");
-  app.add_option("--idle-timeout", idle_timeout_s, "megaflow idle timeout in seconds");
+  app.add_option("--idle-timeout", idle_timeout_s, "megaflow idle timeout in seconds")
+      ->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
 
   // Inputs.

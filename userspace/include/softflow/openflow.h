@@ -70,9 +70,13 @@ class OpenFlowTables {
   // 'strict', only rules whose match and priority equal the filter's.
   size_t del_flows(const Match& filter, std::optional<uint8_t> table, bool strict = false,
                    uint16_t priority = kDefaultPriority);
-  // Replaces the actions of the rules del_flows would select.
+  // Replaces the actions of the rules del_flows would select.  All or
+  // nothing: if the new actions are invalid for any selected rule (e.g. a
+  // goto_table that is not forward from that rule's table), nothing changes,
+  // 0 is returned and *error (if given) says why.
   size_t mod_flows(const Match& filter, std::optional<uint8_t> table, const ActionList& actions,
-                   bool strict = false, uint16_t priority = kDefaultPriority);
+                   bool strict = false, uint16_t priority = kDefaultPriority,
+                   Status* error = nullptr);
 
   // Rules in table order, then by decreasing priority (lookup order).
   std::vector<const Rule*> rules(std::optional<uint8_t> table = std::nullopt) const;
@@ -93,6 +97,8 @@ class OpenFlowTables {
   const Rule* lookup(const Table& table, const FlowKey& flow, FlowKey& wildcards,
                      const FlowKey& written) const;
   void remove_rule(Rule* r);
+  std::vector<Rule*> select(const Match& filter, std::optional<uint8_t> table, bool strict,
+                            uint16_t priority);
   template <typename Fn>
   size_t for_selected(const Match& filter, std::optional<uint8_t> table, bool strict,
                       uint16_t priority, Fn&& fn);

@@ -36,7 +36,8 @@ class Switch {
   size_t del_flows(const Match& filter, std::optional<uint8_t> table, bool strict = false,
                    uint16_t priority = kDefaultPriority);
   size_t mod_flows(const Match& filter, std::optional<uint8_t> table, const ActionList& actions,
-                   bool strict = false, uint16_t priority = kDefaultPriority);
+                   bool strict = false, uint16_t priority = kDefaultPriority,
+                   Status* error = nullptr);
 
   // ovs-ofctl dump-flows style, one rule per line, re-parseable:
   //  " table=0, n_packets=3, n_bytes=180, priority=100,ip actions=output:2"
