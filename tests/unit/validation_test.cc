@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "softflow/openflow.h"
+#include "softflow/ports.h"
 #include "softflow/service.h"
 #include "softflow/switch.h"
 
@@ -80,6 +81,20 @@ TEST(Validation, MegaflowPrintsEachFieldOnce) {
   const size_t first = s.find("nw_frag");
   ASSERT_NE(first, std::string::npos) << s;
   EXPECT_EQ(s.find("nw_frag", first + 1), std::string::npos) << s;
+}
+
+TEST(Validation, RunFramesReportsOversizedFrames) {
+  auto sw = Switch::create({}).value();
+  ASSERT_TRUE(sw->add_flow(simple(0, Action::output(2))));
+  MemoryPorts ports({1, 2});
+  sw->datapath().set_sink(&ports);
+  FramePool pool(8);
+  std::vector<Frame> frames(2);
+  frames[0] = Frame{1, 0, std::vector<uint8_t>(64, 0xab)};
+  frames[1] = Frame{1, 0, std::vector<uint8_t>(FramePool::kFrameSize, 0xab)};  // too big
+  EXPECT_EQ(run_frames(sw->datapath(), frames, pool), 1u);
+  EXPECT_EQ(ports.sent(2).size(), 1u);
+  EXPECT_EQ(pool.available(), pool.capacity());
 }
 
 }  // namespace

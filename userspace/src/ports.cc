@@ -22,8 +22,9 @@ const std::vector<Frame>& MemoryPorts::sent(uint32_t port) const {
   return it == sent_.end() ? kNone : it->second;
 }
 
-void run_frames(Datapath& dp, std::span<const Frame> frames, FramePool& pool,
-                const RunOptions& opts) {
+size_t run_frames(Datapath& dp, std::span<const Frame> frames, FramePool& pool,
+                  const RunOptions& opts) {
+  size_t skipped = 0;
   constexpr uint64_t kExpireInterval = 1'000'000'000;
   std::array<Packet, kMaxBatch> packets;
   std::array<Packet*, kMaxBatch> batch;
@@ -35,7 +36,10 @@ void run_frames(Datapath& dp, std::span<const Frame> frames, FramePool& pool,
     while (n < kMaxBatch && i < frames.size()) {
       const Frame& f = frames[i++];
       Packet& p = packets[n];
-      if (!pool.load(p, f.bytes, f.port, f.timestamp_ns)) continue;  // oversized: skipped
+      if (!pool.load(p, f.bytes, f.port, f.timestamp_ns)) {
+        ++skipped;  // oversized
+        continue;
+      }
       parse_packet(p);
       batch[n++] = &p;
       if (opts.timestamps_as_clock) now = f.timestamp_ns;
@@ -47,6 +51,7 @@ void run_frames(Datapath& dp, std::span<const Frame> frames, FramePool& pool,
       last_expire = now;
     }
   }
+  return skipped;
 }
 
 // ---- pcap files -------------------------------------------------------------------

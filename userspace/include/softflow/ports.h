@@ -50,8 +50,10 @@ struct RunOptions {
   bool timestamps_as_clock = true;
   uint64_t now_ns = 0;
 };
-void run_frames(Datapath& dp, std::span<const Frame> frames, FramePool& pool,
-                const RunOptions& opts = {});
+// Returns how many frames were not processed because they do not fit a
+// frame buffer (larger than FramePool::kFrameSize - kHeadroom bytes).
+size_t run_frames(Datapath& dp, std::span<const Frame> frames, FramePool& pool,
+                  const RunOptions& opts = {});
 
 // Reads an Ethernet pcap file (any timestamp precision).
 class PcapReader {
