@@ -7,6 +7,7 @@
 // and its 1-based column.  The printer emits one canonical form, and that
 // form re-parses to the same rule (tests and a fuzzer check it).
 #include "softflow/flow_syntax.h"
+#include "softflow/protocols.h"
 
 #include <arpa/inet.h>
 
@@ -22,13 +23,6 @@
 namespace softflow {
 namespace {
 
-constexpr uint16_t kEthTypeIpv4 = 0x0800;
-constexpr uint16_t kEthTypeArp = 0x0806;
-constexpr uint16_t kEthTypeIpv6 = 0x86dd;
-constexpr uint8_t kIpProtoIcmp = 1;
-constexpr uint8_t kIpProtoTcp = 6;
-constexpr uint8_t kIpProtoUdp = 17;
-constexpr uint8_t kIpProtoIcmpv6 = 58;
 
 constexpr uint8_t kMaxTableId = kMaxTables - 1;  // 255 is OpenFlow's "all tables"
 constexpr uint16_t kVlanVidMax = 0x0fff;
@@ -407,12 +401,12 @@ const std::array<Shorthand, 9> kShorthands = {{
     {"ip", kEthTypeIpv4, -1},
     {"ipv6", kEthTypeIpv6, -1},
     {"arp", kEthTypeArp, -1},
-    {"tcp", kEthTypeIpv4, kIpProtoTcp},
-    {"udp", kEthTypeIpv4, kIpProtoUdp},
-    {"icmp", kEthTypeIpv4, kIpProtoIcmp},
-    {"tcp6", kEthTypeIpv6, kIpProtoTcp},
-    {"udp6", kEthTypeIpv6, kIpProtoUdp},
-    {"icmp6", kEthTypeIpv6, kIpProtoIcmpv6},
+    {"tcp", kEthTypeIpv4, kProtoTcp},
+    {"udp", kEthTypeIpv4, kProtoUdp},
+    {"icmp", kEthTypeIpv4, kProtoIcmp},
+    {"tcp6", kEthTypeIpv6, kProtoTcp},
+    {"udp6", kEthTypeIpv6, kProtoUdp},
+    {"icmp6", kEthTypeIpv6, kProtoIcmpv6},
 }};
 
 const Shorthand* find_shorthand(std::string_view name) {
@@ -809,12 +803,12 @@ class RuleParser {
         return ip || ipv6 || arp;
       case Prereq::kTcpOrUdp:
         return (ip || ipv6) &&
-               (exact(Field::kNwProto, kIpProtoTcp) || exact(Field::kNwProto, kIpProtoUdp));
+               (exact(Field::kNwProto, kProtoTcp) || exact(Field::kNwProto, kProtoUdp));
       case Prereq::kIcmp:
-        return (ip && exact(Field::kNwProto, kIpProtoIcmp)) ||
-               (ipv6 && exact(Field::kNwProto, kIpProtoIcmpv6));
+        return (ip && exact(Field::kNwProto, kProtoIcmp)) ||
+               (ipv6 && exact(Field::kNwProto, kProtoIcmpv6));
       case Prereq::kTcp:
-        return (ip || ipv6) && exact(Field::kNwProto, kIpProtoTcp);
+        return (ip || ipv6) && exact(Field::kNwProto, kProtoTcp);
     }
     return false;
   }
@@ -1104,8 +1098,8 @@ class MatchPrinter {
   }
 
   void print_transport() {
-    const bool icmp = (is(Field::kDlType, kEthTypeIpv4) && is(Field::kNwProto, kIpProtoIcmp)) ||
-                      (is(Field::kDlType, kEthTypeIpv6) && is(Field::kNwProto, kIpProtoIcmpv6));
+    const bool icmp = (is(Field::kDlType, kEthTypeIpv4) && is(Field::kNwProto, kProtoIcmp)) ||
+                      (is(Field::kDlType, kEthTypeIpv6) && is(Field::kNwProto, kProtoIcmpv6));
     const auto print_port = [&](Field f, std::string_view icmp_name) {
       if (icmp && exact(f) && value(f) <= 0xff)
         add(icmp_name, std::to_string(value(f)));

@@ -1,4 +1,5 @@
 #include "softflow/openflow.h"
+#include "softflow/protocols.h"
 
 #include <arpa/inet.h>
 
@@ -10,9 +11,6 @@
 namespace softflow {
 namespace {
 
-constexpr uint16_t kEthIpv4 = 0x0800;
-constexpr uint16_t kEthArp = 0x0806;
-constexpr uint16_t kEthIpv6 = 0x86dd;
 
 void unwildcard(FlowKey& wildcards, const FlowKey& bits, const FlowKey& written) {
   for (size_t i = 0; i < kKeyWords; ++i)
@@ -87,7 +85,7 @@ void unwildcard_rejection(FlowKey& wildcards, const FlowKey& flow, const OpenFlo
   }
 }
 
-bool is_ip(uint16_t dl_type) { return dl_type == kEthIpv4 || dl_type == kEthIpv6; }
+bool is_ip(uint16_t dl_type) { return dl_type == kEthTypeIpv4 || dl_type == kEthTypeIpv6; }
 
 // Whether a set-field applies to this packet; un-wildcards what it looked at.
 bool set_field_applies(const FlowKey& flow, Field f, FlowKey& wildcards, const FlowKey& written) {
@@ -96,11 +94,11 @@ bool set_field_applies(const FlowKey& flow, Field f, FlowKey& wildcards, const F
     case Field::kNwSrc:
     case Field::kNwDst:
       unwildcard_field(wildcards, Field::kDlType, written);
-      return dl_type == kEthIpv4 || dl_type == kEthArp;
+      return dl_type == kEthTypeIpv4 || dl_type == kEthTypeArp;
     case Field::kIpv6Src:
     case Field::kIpv6Dst:
       unwildcard_field(wildcards, Field::kDlType, written);
-      return dl_type == kEthIpv6;
+      return dl_type == kEthTypeIpv6;
     case Field::kNwTos:
       unwildcard_field(wildcards, Field::kDlType, written);
       return is_ip(dl_type);

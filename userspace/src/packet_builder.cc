@@ -1,4 +1,5 @@
 #include "softflow/packet_builder.h"
+#include "softflow/protocols.h"
 
 #include <arpa/inet.h>
 
@@ -9,22 +10,9 @@
 namespace softflow {
 namespace {
 
-constexpr uint16_t kEthTypeIpv4 = 0x0800;
-constexpr uint16_t kEthTypeArp = 0x0806;
-constexpr uint16_t kEthTypeIpv6 = 0x86dd;
 constexpr uint16_t kEthTypeExperimental = 0x88b5;
 
-constexpr uint8_t kProtoIcmp = 1;
-constexpr uint8_t kProtoTcp = 6;
-constexpr uint8_t kProtoUdp = 17;
-constexpr uint8_t kProtoIcmpv6 = 58;
-constexpr uint8_t kProtoNoNextHeader = 59;
 constexpr uint8_t kProtoExperimental = 253;
-constexpr uint8_t kProtoHopByHop = 0;
-constexpr uint8_t kProtoRouting = 43;
-constexpr uint8_t kProtoFragment = 44;
-constexpr uint8_t kProtoAh = 51;
-constexpr uint8_t kProtoDestOpts = 60;
 
 constexpr size_t kMaxOptionBytes = 40;  // IPv4 and TCP alike
 

@@ -11,6 +11,7 @@
 // integer to be written big-endian.  A header whose checksum is right sums to
 // 0xffff, i.e. checksum_fold(checksum_partial(header, len, 0)) == 0.
 #include "softflow/packet_ops.h"
+#include "softflow/protocols.h"
 
 #include <arpa/inet.h>
 
@@ -22,14 +23,7 @@ namespace {
 
 constexpr uint32_t kEthHeaderLen = 14;
 constexpr uint32_t kEthAddrLen = 6;
-constexpr uint16_t kEthTypeIpv4 = 0x0800;
-constexpr uint16_t kEthTypeArp = 0x0806;
-constexpr uint16_t kEthTypeIpv6 = 0x86dd;
 
-constexpr uint8_t kProtoIcmp = 1;
-constexpr uint8_t kProtoTcp = 6;
-constexpr uint8_t kProtoUdp = 17;
-constexpr uint8_t kProtoIcmpv6 = 58;
 
 // Field offsets inside the headers.
 constexpr uint32_t kIpv4TtlOffset = 8;

@@ -11,6 +11,7 @@
 //  - payload_ofs is set exactly when l4_ofs is, and is <= len.
 //  - l2_ofs is always 0: data starts at the Ethernet header.
 #include "softflow/parse.h"
+#include "softflow/protocols.h"
 
 #include <arpa/inet.h>
 
@@ -25,11 +26,6 @@ constexpr uint32_t kEthTypeOffset = 12;
 constexpr uint32_t kVlanTagLen = 4;
 constexpr int kMaxVlanTags = 2;
 
-constexpr uint16_t kEthTypeIpv4 = 0x0800;
-constexpr uint16_t kEthTypeArp = 0x0806;
-constexpr uint16_t kEthTypeIpv6 = 0x86dd;
-constexpr uint16_t kEthTypeVlan = 0x8100;  // 802.1Q C-tag
-constexpr uint16_t kEthTypeQinQ = 0x88a8;  // 802.1ad S-tag
 
 constexpr uint32_t kArpFixedLen = 8;  // htype, ptype, hlen, plen, oper
 constexpr uint32_t kArpEthIpv4Len = 28;
@@ -46,15 +42,6 @@ constexpr uint16_t kIpv6MoreFragments = 0x0001;
 // Longer chains are not legitimate traffic; bounding them bounds parse time.
 constexpr int kMaxIpv6ExtHeaders = 8;
 
-constexpr uint8_t kProtoHopByHop = 0;
-constexpr uint8_t kProtoIcmp = 1;
-constexpr uint8_t kProtoTcp = 6;
-constexpr uint8_t kProtoUdp = 17;
-constexpr uint8_t kProtoRouting = 43;
-constexpr uint8_t kProtoFragment = 44;
-constexpr uint8_t kProtoAh = 51;
-constexpr uint8_t kProtoIcmpv6 = 58;
-constexpr uint8_t kProtoDestOpts = 60;
 
 constexpr uint32_t kTcpMinHeaderLen = 20;
 constexpr uint32_t kUdpHeaderLen = 8;
