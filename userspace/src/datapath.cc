@@ -56,7 +56,7 @@ void Datapath::process_batch(std::span<Packet* const> batch, uint64_t now_ns) {
   std::array<uint32_t, kMaxBatch> at_service;
   for (;;) {
     for (uint32_t i = 0; i < n; ++i)
-      if (inflight_[i].next == Next::kLookup) classify(inflight_[i], now_ns);
+      if (inflight_[i].next == Next::kLookup) classify(inflight_[i]);
     for (uint32_t i = 0; i < n; ++i)
       if (inflight_[i].next == Next::kExecute) execute_actions(i, inflight_[i], now_ns);
 
@@ -71,7 +71,7 @@ void Datapath::process_batch(std::span<Packet* const> batch, uint64_t now_ns) {
   builders_.clear();
 }
 
-void Datapath::classify(InFlight& f, uint64_t /*now_ns*/) {
+void Datapath::classify(InFlight& f) {
   Packet& p = *f.pkt;
   ++stats_.lookups;
   // The XDP hash covers the stage-0 key; later stages hash here.

@@ -23,7 +23,6 @@
 namespace softflow {
 namespace {
 
-
 constexpr uint8_t kMaxTableId = kMaxTables - 1;  // 255 is OpenFlow's "all tables"
 constexpr uint16_t kVlanVidMax = 0x0fff;
 constexpr uint16_t kVlanMatchMask = SF_VLAN_PRESENT | kVlanVidMax;

@@ -11,7 +11,6 @@
 namespace softflow {
 namespace {
 
-
 void unwildcard(FlowKey& wildcards, const FlowKey& bits, const FlowKey& written) {
   for (size_t i = 0; i < kKeyWords; ++i)
     key_words(wildcards)[i] |= key_words(bits)[i] & ~key_words(written)[i];

@@ -24,7 +24,6 @@ namespace {
 constexpr uint32_t kEthHeaderLen = 14;
 constexpr uint32_t kEthAddrLen = 6;
 
-
 // Field offsets inside the headers.
 constexpr uint32_t kIpv4TtlOffset = 8;
 constexpr uint32_t kIpv4ChecksumOffset = 10;

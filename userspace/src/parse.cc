@@ -26,7 +26,6 @@ constexpr uint32_t kEthTypeOffset = 12;
 constexpr uint32_t kVlanTagLen = 4;
 constexpr int kMaxVlanTags = 2;
 
-
 constexpr uint32_t kArpFixedLen = 8;  // htype, ptype, hlen, plen, oper
 constexpr uint32_t kArpEthIpv4Len = 28;
 
@@ -41,7 +40,6 @@ constexpr uint16_t kIpv6FragOffsetMask = 0xfff8;
 constexpr uint16_t kIpv6MoreFragments = 0x0001;
 // Longer chains are not legitimate traffic; bounding them bounds parse time.
 constexpr int kMaxIpv6ExtHeaders = 8;
-
 
 constexpr uint32_t kTcpMinHeaderLen = 20;
 constexpr uint32_t kUdpHeaderLen = 8;

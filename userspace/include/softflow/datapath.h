@@ -127,7 +127,7 @@ class Datapath {
     uint64_t timestamp_ns;
   };
 
-  void classify(InFlight& f, uint64_t now_ns);
+  void classify(InFlight& f);
   void upcall(InFlight& f);
   void execute_actions(uint32_t index, InFlight& f, uint64_t now_ns);
   void run_services(std::span<const uint32_t> indexes);
