@@ -8,10 +8,39 @@ Result<std::unique_ptr<Switch>> Switch::create(const SwitchConfig& config) {
   auto services = ServiceSet::create(config.service_config);
   if (!services) return services.status();
   std::unique_ptr<Switch> sw(new Switch(std::move(services.value())));
-  for (size_t i = 0; i < std::max<size_t>(1, config.n_datapaths); ++i)
+  for (size_t i = 0; i < std::max<size_t>(1, config.n_datapaths); ++i) {
     sw->datapaths_.push_back(
         std::make_unique<Datapath>(sw->tables_, *sw->services_, config.datapath, nullptr));
+    sw->datapath_mutexes_.push_back(std::make_unique<std::mutex>());
+  }
   return sw;
+}
+
+thread_local int Switch::control_depth_ = 0;
+
+// The control mutex is recursive; the datapath mutexes are taken only by the
+// outermost control operation of a thread.
+Switch::ControlLock::ControlLock(Switch& sw) : sw_(sw) {
+  sw_.control_mutex_.lock();
+  if (control_depth_++ == 0)
+    for (auto& m : sw_.datapath_mutexes_) m->lock();
+}
+
+Switch::ControlLock::~ControlLock() {
+  if (--control_depth_ == 0)
+    for (auto it = sw_.datapath_mutexes_.rbegin(); it != sw_.datapath_mutexes_.rend(); ++it)
+      (*it)->unlock();
+  sw_.control_mutex_.unlock();
+}
+
+void Switch::process(size_t datapath, std::span<Packet* const> batch, uint64_t now_ns) {
+  std::lock_guard<std::mutex> lock(*datapath_mutexes_[datapath]);
+  datapaths_[datapath]->process_batch(batch, now_ns);
+}
+
+size_t Switch::expire(size_t datapath, uint64_t now_ns) {
+  std::lock_guard<std::mutex> lock(*datapath_mutexes_[datapath]);
+  return datapaths_[datapath]->expire(now_ns);
 }
 
 void Switch::revalidate_all() {
@@ -19,12 +48,14 @@ void Switch::revalidate_all() {
 }
 
 Status Switch::add_flow(const FlowRule& rule) {
+  ControlLock lock(*this);
   Status s = tables_.add_flow(rule);
   if (s) revalidate_all();
   return s;
 }
 
 Status Switch::add_flows(const std::vector<FlowRule>& rules) {
+  ControlLock lock(*this);
   for (size_t i = 0; i < rules.size(); ++i)
     if (Status s = validate_rule(rules[i]); !s)
       return Status::error(fmt::format("flow {}: {}", i + 1, s.message()));
@@ -36,6 +67,7 @@ Status Switch::add_flows(const std::vector<FlowRule>& rules) {
 
 size_t Switch::del_flows(const Match& filter, std::optional<uint8_t> table, bool strict,
                          uint16_t priority) {
+  ControlLock lock(*this);
   // Credit the rules about to go with what their megaflows carried.
   for (auto& dp : datapaths_) dp->push_rule_stats();
   const size_t n = tables_.del_flows(filter, table, strict, priority);
@@ -46,12 +78,14 @@ size_t Switch::del_flows(const Match& filter, std::optional<uint8_t> table, bool
 size_t Switch::mod_flows(const Match& filter, std::optional<uint8_t> table,
                          const ActionList& actions, bool strict, uint16_t priority,
                          Status* error) {
+  ControlLock lock(*this);
   const size_t n = tables_.mod_flows(filter, table, actions, strict, priority, error);
   if (n) revalidate_all();
   return n;
 }
 
 std::string Switch::dump_flows(std::optional<uint8_t> table) {
+  ControlLock lock(*this);
   for (auto& dp : datapaths_) dp->push_rule_stats();
   std::string out;
   for (const OpenFlowTables::Rule* r : tables_.rules(table)) {
@@ -81,6 +115,7 @@ std::string print_megaflow(const Megaflow& mf, uint64_t now_ns) {
 }
 
 std::string Switch::dump_megaflows(uint64_t now_ns) {
+  ControlLock lock(*this);
   std::string out;
   for (auto& dp : datapaths_)
     dp->megaflows().for_each([&](const Megaflow& mf) { out += print_megaflow(mf, now_ns) + "\n"; });
@@ -88,12 +123,18 @@ std::string Switch::dump_megaflows(uint64_t now_ns) {
 }
 
 size_t Switch::megaflow_count() {
+  ControlLock lock(*this);
   size_t n = 0;
   for (auto& dp : datapaths_) n += dp->megaflows().size();
   return n;
 }
 
-DatapathStats Switch::total_stats() const {
+DatapathStats Switch::total_stats() {
+  ControlLock lock(*this);
+  return total_stats_locked();
+}
+
+DatapathStats Switch::total_stats_locked() const {
   DatapathStats t;
   for (const auto& dp : datapaths_) {
     const DatapathStats& s = dp->stats();

@@ -2,11 +2,19 @@
 // datapath(s), with the control-plane operations sfctl exposes.  Every
 // flow-table change revalidates every datapath's megaflows before it returns,
 // so once del_flows() returns no packet follows a deleted rule.
+//
+// Threads: each datapath belongs to one PMD thread, which calls process() and
+// expire() for it; those take that datapath's mutex for one batch.  Control
+// operations (flow mods, dumps, stats) take the control mutex and then every
+// datapath mutex, so they see and leave the tables and megaflows consistent
+// and a flow mod is complete on every datapath when it returns.  The mutexes
+// are uncontended except while a control operation runs.
 #pragma once
 
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -45,16 +53,45 @@ class Switch {
   // One megaflow per line with its counters and action program.
   std::string dump_megaflows(uint64_t now_ns);
 
+  // Packet path (one PMD thread per datapath index).
+  void process(size_t datapath, std::span<Packet* const> batch, uint64_t now_ns);
+  size_t expire(size_t datapath, uint64_t now_ns);
+
+  // Runs fn() with every datapath stopped between batches (control thread).
+  template <typename Fn>
+  auto exclusive(Fn&& fn) {
+    ControlLock lock(*this);
+    return fn();
+  }
+
+  // Unlocked accessors: for single-threaded users (tests, offline tools) or
+  // inside exclusive().
   OpenFlowTables& tables() { return tables_; }
   ServiceSet& services() { return *services_; }
   Datapath& datapath(size_t i = 0) { return *datapaths_.at(i); }
   size_t datapath_count() const { return datapaths_.size(); }
-  DatapathStats total_stats() const;
+  DatapathStats total_stats();
   size_t megaflow_count();
 
  private:
   explicit Switch(std::unique_ptr<ServiceSet> services) : services_(std::move(services)) {}
   void revalidate_all();
+  DatapathStats total_stats_locked() const;
+
+  class ControlLock {
+   public:
+    explicit ControlLock(Switch& sw);
+    ~ControlLock();
+    ControlLock(const ControlLock&) = delete;
+    ControlLock& operator=(const ControlLock&) = delete;
+
+   private:
+    Switch& sw_;
+  };
+  // Recursive so that an operation under exclusive() may call another one.
+  std::recursive_mutex control_mutex_;
+  std::vector<std::unique_ptr<std::mutex>> datapath_mutexes_;
+  thread_local static int control_depth_;
 
   OpenFlowTables tables_;
   std::unique_ptr<ServiceSet> services_;
