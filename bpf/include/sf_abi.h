@@ -127,6 +127,149 @@ static inline __u32 sf_hash_words(const sf_word_t *words, const sf_word_t *mask)
 	return (__u32)(h ^ (h >> 32));
 }
 
+/* ------------------------------------------------------------------------ */
+/* Parse flags: what was wrong with a packet.  The packet still gets a key of
+ * whatever parsed; it is counted and forwarded by that key.  Set by the XDP
+ * parser and by userspace's parser alike. */
+#define SF_PARSE_TRUNCATED_L2 (1u << 0) /* shorter than an Ethernet/VLAN header */
+#define SF_PARSE_TRUNCATED_L3 (1u << 1) /* IP/ARP header cut short */
+#define SF_PARSE_BAD_L3 (1u << 2)       /* bad IHL/version, a length that lies */
+#define SF_PARSE_TRUNCATED_L4 (1u << 3) /* TCP/UDP/ICMP header cut short */
+#define SF_PARSE_BAD_L4 (1u << 4)       /* e.g. TCP data offset < 5 */
+#define SF_PARSE_BAD_EXT_HDR (1u << 5)  /* IPv6 extension chain cut short/too long */
+
+/* Header offset meaning "this layer is absent". */
+#define SF_NO_OFFSET 0xffff
+
+/* ------------------------------------------------------------------------ */
+/* The XDP program and its maps.
+ *
+ * Userspace owns the megaflow table; the maps below are its mirror of the
+ * stage-0 megaflows (those that can match a packet fresh off the wire), which
+ * userspace writes on install and removal.  The XDP program parses, looks up
+ * its per-CPU EMC and then the mirror (tuple-space search over the active
+ * masks, most-hit first), writes struct sf_xdp_meta in front of the frame and
+ * redirects to the AF_XDP socket of its (port, queue).  Userspace trusts
+ * nothing it reads there blindly: a megaflow id is used only if the
+ * megaflow still exists with that generation and the key matches it.
+ *
+ * Map names (all pinned by name, LIBBPF_PIN_BY_NAME, so that an object
+ * attached by hand with `ip link ... obj sf_xdp.bpf.o sec xdp` and softflowd
+ * share them).
+ */
+#define SF_MAP_PORTS "sf_ports"       /* HASH ifindex -> struct sf_port */
+#define SF_MAP_XSKS "sf_xsks"         /* XSKMAP xsk slot -> AF_XDP socket */
+#define SF_MAP_MASKS "sf_masks"       /* ARRAY mask slot -> struct sf_flow_key */
+#define SF_MAP_MEGAFLOWS "sf_megaflows" /* HASH sf_megaflow_map_key -> sf_megaflow_ref */
+#define SF_MAP_CONFIG "sf_config"     /* ARRAY[1] struct sf_xdp_config */
+#define SF_MAP_EMC "sf_emc"           /* PERCPU_ARRAY hash slot -> sf_emc_entry */
+#define SF_MAP_MASK_HITS "sf_mask_hits" /* PERCPU_ARRAY mask slot -> __u64 */
+#define SF_MAP_STATS "sf_xdp_stats"   /* PERCPU_ARRAY[1] struct sf_xdp_stats */
+
+#define SF_XDP_PROG_NAME "sf_xdp"     /* the program's function (and BPF) name */
+
+#define SF_MAX_PORTS 256
+#define SF_MAX_QUEUES 64     /* per port */
+#define SF_MAX_XSKS 1024     /* sockets across all ports */
+#define SF_MAX_MASKS 32      /* masks XDP searches; more stay userspace-only */
+#define SF_MAX_DATAPATHS 64  /* PMD threads */
+#define SF_MIRROR_ENTRIES 65536
+#define SF_EMC_ENTRIES 8192  /* per CPU; power of two */
+
+/* A switch port: which OpenFlow port an interface is, and where its queues'
+ * sockets and datapaths are. */
+struct sf_port {
+	__u32 ofport;
+	__u32 xsk_base;   /* socket of queue q is xsk slot xsk_base + q */
+	__u32 n_queues;   /* queues with a socket */
+	__u32 pad;
+	__u8 datapath[SF_MAX_QUEUES]; /* PMD datapath serving queue q */
+};
+
+/* Key of the megaflow mirror: which mask, which datapath (megaflow ids are
+ * per datapath), and the masked stage-0 key. */
+struct sf_megaflow_map_key {
+	__u32 mask_slot;
+	__u32 datapath;
+	struct sf_flow_key key;
+};
+
+struct sf_megaflow_ref {
+	__u32 id;
+	__u32 generation; /* never 0 for a live megaflow */
+};
+
+/* The search order of the mask slots and the EMC epoch.  Userspace bumps the
+ * epoch whenever it removes mirror entries, which invalidates every EMC
+ * entry at once; EMC entries are written by the XDP program. */
+struct sf_xdp_config {
+	__u32 n_masks;
+	__u32 emc_epoch;
+	__u8 order[SF_MAX_MASKS]; /* mask slots, most hit first */
+};
+
+struct sf_emc_entry {
+	struct sf_flow_key key;
+	__u32 datapath;
+	__u32 epoch; /* valid only while equal to sf_xdp_config.emc_epoch */
+	struct sf_megaflow_ref ref;
+};
+
+/* XDP result codes (sf_xdp_meta.result). */
+#define SF_XDP_MISS 0         /* parsed; no megaflow: userspace looks up */
+#define SF_XDP_EMC_HIT 1
+#define SF_XDP_MEGAFLOW_HIT 2
+#define SF_XDP_UNPARSED 3     /* the key is not valid: userspace parses */
+
+#define SF_XDP_META_MAGIC 0x53464d31 /* "SFM1" */
+
+/*
+ * Written by the XDP program immediately in front of the frame
+ * (bpf_xdp_adjust_meta); in AF_XDP copy mode it arrives in the UMEM frame
+ * just before the descriptor's address.  'magic' is the last field so it
+ * sits next to the frame; userspace clears it after reading so that a stale
+ * copy left in a reused frame is never taken for fresh metadata.
+ */
+struct sf_xdp_meta {
+	struct sf_flow_key key; /* in_port set; SoftFlow metadata zero */
+	__u32 hash;             /* sf_hash_words(key), no mask */
+	struct sf_megaflow_ref ref;
+	__u16 l3_ofs;
+	__u16 l4_ofs;
+	__u16 payload_ofs;
+	__u16 parse_flags;
+	__u8 result;   /* SF_XDP_* */
+	__u8 datapath;
+	__u16 pad;
+	__u32 reserved;
+	__u32 magic;
+};
+
+/* XDP counters (per CPU; userspace sums them). */
+struct sf_xdp_stats {
+	__u64 rx;            /* packets seen on switch ports */
+	__u64 emc_hits;
+	__u64 megaflow_hits;
+	__u64 misses;        /* parsed, no megaflow: resolved in userspace */
+	__u64 unparsed;      /* not parsed in XDP: parsed in userspace */
+	__u64 malformed;     /* parse flags set */
+	__u64 not_port;      /* interface not (yet) a port: passed to the stack */
+	__u64 no_socket;     /* no AF_XDP socket on the queue: passed */
+	__u64 meta_failed;   /* no room for metadata: redirected without it */
+	__u64 mask_searches; /* masks tried on EMC misses */
+};
+
+SF_STATIC_ASSERT(sizeof(struct sf_port) == 16 + SF_MAX_QUEUES, "sf_port size");
+SF_STATIC_ASSERT(sizeof(struct sf_megaflow_map_key) == 80, "sf_megaflow_map_key size");
+SF_STATIC_ASSERT(sizeof(struct sf_megaflow_ref) == 8, "sf_megaflow_ref size");
+SF_STATIC_ASSERT(sizeof(struct sf_xdp_config) == 8 + SF_MAX_MASKS, "sf_xdp_config size");
+SF_STATIC_ASSERT(sizeof(struct sf_emc_entry) == 88, "sf_emc_entry size");
+SF_STATIC_ASSERT(sizeof(struct sf_xdp_meta) == 104, "sf_xdp_meta size");
+SF_STATIC_ASSERT(sizeof(struct sf_xdp_meta) % 4 == 0, "XDP metadata must be 4-byte sized");
+SF_STATIC_ASSERT(__builtin_offsetof(struct sf_xdp_meta, magic) == sizeof(struct sf_xdp_meta) - 4,
+	       "magic must be adjacent to the frame");
+SF_STATIC_ASSERT(sizeof(struct sf_xdp_stats) == 80, "sf_xdp_stats size");
+
 #ifdef __cplusplus
 }
 #endif

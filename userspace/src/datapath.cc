@@ -71,8 +71,36 @@ void Datapath::process_batch(std::span<Packet* const> batch, uint64_t now_ns) {
   builders_.clear();
 }
 
+// A stage-0 megaflow named by the XDP program, if it is still the megaflow
+// XDP saw (same slot generation) and the packet really matches it; the match
+// check makes the BPF mirror advisory, so a race with its updates can cost a
+// lookup but never a wrong action.
+Megaflow* Datapath::xdp_resolved(Packet& p) {
+  const uint32_t generation = p.megaflow_generation;
+  p.megaflow_generation = 0;  // a hint is good for the first lookup only
+  if (generation == 0 || p.key.sf_stage != 0) return nullptr;
+  Megaflow* mf = cache_.find(p.megaflow_id, generation);
+  if (mf == nullptr || !key_matches(p.key, mf->key, mf->mask)) {
+    ++stats_.xdp_stale;
+    return nullptr;
+  }
+  if (p.xdp_result == SF_XDP_EMC_HIT)
+    ++stats_.xdp_emc_resolved;
+  else
+    ++stats_.xdp_megaflow_resolved;
+  return mf;
+}
+
 void Datapath::classify(InFlight& f) {
   Packet& p = *f.pkt;
+  if (Megaflow* mf = xdp_resolved(p)) {
+    f.segment = 0;
+    f.builder = -1;
+    f.extend = nullptr;
+    f.megaflow = mf;
+    f.next = Next::kExecute;
+    return;
+  }
   ++stats_.lookups;
   // The XDP hash covers the stage-0 key; later stages hash here.
   const uint32_t hash = (p.hash != 0 && p.key.sf_stage == 0) ? p.hash : key_hash(p.key);

@@ -135,11 +135,13 @@ Megaflow* MegaflowCache::install(const FlowKey& key, const FlowKey& mask,
   mf.used_ns = now_ns;
   st->flows.emplace(masked, slot);
   ++live_;
+  if (observer_ != nullptr) observer_->megaflow_installed(mf);
   return &mf;
 }
 
 void MegaflowCache::remove(Megaflow* mf) {
   if (mf == nullptr || !mf->alive) return;
+  if (observer_ != nullptr) observer_->megaflow_removed(*mf);
   Subtable* st = subtable_for(mf->mask, false);
   if (st != nullptr) {
     st->flows.erase(mf->key);

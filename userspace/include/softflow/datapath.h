@@ -40,6 +40,11 @@ struct DatapathStats {
   uint64_t tx_packets = 0;
   uint64_t tx_bytes = 0;
   uint64_t malformed = 0;  // packets with parse flags (forwarded by what parsed)
+  // Stage-0 packets the XDP program resolved (megaflow id + generation in
+  // its metadata), verified here and executed without a lookup.
+  uint64_t xdp_emc_resolved = 0;
+  uint64_t xdp_megaflow_resolved = 0;
+  uint64_t xdp_stale = 0;  // XDP's megaflow id was gone or did not match: looked up here
   uint64_t lookups = 0;    // megaflow cache lookups (EMC or classifier)
   uint64_t emc_hits = 0;
   uint64_t megaflow_hits = 0;
@@ -127,6 +132,7 @@ class Datapath {
     uint64_t timestamp_ns;
   };
 
+  Megaflow* xdp_resolved(Packet& p);
   void classify(InFlight& f);
   void upcall(InFlight& f);
   void execute_actions(uint32_t index, InFlight& f, uint64_t now_ns);

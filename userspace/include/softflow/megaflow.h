@@ -69,6 +69,16 @@ struct MegaflowLookupStats {
   uint64_t subtables_searched = 0;
 };
 
+// Told about every megaflow that comes and goes (the BPF mirror of the
+// stage-0 megaflows listens here).  A megaflow's key and mask never change
+// while it lives; revalidation changes only its segments.
+class MegaflowObserver {
+ public:
+  virtual ~MegaflowObserver() = default;
+  virtual void megaflow_installed(const Megaflow& mf) = 0;
+  virtual void megaflow_removed(const Megaflow& mf) = 0;  // still intact during the call
+};
+
 class MegaflowCache {
  public:
   explicit MegaflowCache(MegaflowCacheConfig config = {});
@@ -101,6 +111,8 @@ class MegaflowCache {
       if (mf.alive) fn(mf);
   }
 
+  void set_observer(MegaflowObserver* observer) { observer_ = observer; }
+
   size_t size() const { return live_; }
   size_t subtable_count() const { return subtables_.size(); }
   const MegaflowCacheConfig& config() const { return config_; }
@@ -132,6 +144,7 @@ class MegaflowCache {
   std::vector<EmcEntry> emc_;
   size_t emc_mask_ = 0;
   uint32_t emc_victim_ = 0;
+  MegaflowObserver* observer_ = nullptr;
 };
 
 template <typename Fn>

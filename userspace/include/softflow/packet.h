@@ -17,18 +17,18 @@ namespace softflow {
 inline constexpr size_t kMaxBatch = 32;
 
 // Header offset value meaning "this layer is absent".
-inline constexpr uint16_t kNoOffset = 0xffff;
+inline constexpr uint16_t kNoOffset = SF_NO_OFFSET;
 
 // Parse flags: what was found wrong while parsing.  A flagged packet still has
 // a key made of whatever parsed; it is counted and forwarded by that key.
 enum ParseFlags : uint16_t {
   kParseOk = 0,
-  kParseTruncatedL2 = 1 << 0,   // frame shorter than an Ethernet/VLAN header
-  kParseTruncatedL3 = 1 << 1,   // IP/ARP header cut short
-  kParseBadL3 = 1 << 2,         // bad IHL/version, length field lies, ...
-  kParseTruncatedL4 = 1 << 3,   // TCP/UDP/ICMP header cut short
-  kParseBadL4 = 1 << 4,         // e.g. TCP data offset < 5
-  kParseBadExtHdr = 1 << 5,     // IPv6 extension header chain cut short/too long
+  kParseTruncatedL2 = SF_PARSE_TRUNCATED_L2,  // frame shorter than an Ethernet/VLAN header
+  kParseTruncatedL3 = SF_PARSE_TRUNCATED_L3,  // IP/ARP header cut short
+  kParseBadL3 = SF_PARSE_BAD_L3,              // bad IHL/version, length field lies, ...
+  kParseTruncatedL4 = SF_PARSE_TRUNCATED_L4,  // TCP/UDP/ICMP header cut short
+  kParseBadL4 = SF_PARSE_BAD_L4,              // e.g. TCP data offset < 5
+  kParseBadExtHdr = SF_PARSE_BAD_EXT_HDR,     // IPv6 extension header chain cut short/too long
   kParseMalformed = kParseTruncatedL2 | kParseTruncatedL3 | kParseBadL3 | kParseTruncatedL4 |
                     kParseBadL4 | kParseBadExtHdr,
 };
@@ -57,6 +57,12 @@ struct Packet {
 
   // Key hash (computed by XDP with the AF_XDP datapath; 0 = not computed).
   uint32_t hash = 0;
+  // The stage-0 megaflow the XDP program found (generation 0: none).  The
+  // datapath uses it after checking that the megaflow still exists with this
+  // generation and that the key matches it.
+  uint32_t megaflow_id = 0;
+  uint32_t megaflow_generation = 0;
+  uint8_t xdp_result = 0;  // SF_XDP_* (sf_abi.h)
   uint64_t timestamp_ns = 0;
 
   // Owner's cookie (e.g. a UMEM address or an input index).
