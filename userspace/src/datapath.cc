@@ -176,9 +176,11 @@ void Datapath::execute_actions(uint32_t index, InFlight& f, uint64_t now_ns) {
         emit(index, f, p.key.in_port);
         break;
       case ActionType::kSetField:
+        materialize(index, f);
         packet_set_field(p, a);
         break;
       case ActionType::kDecTtl:
+        materialize(index, f);
         if (packet_dec_ttl(p) == TtlResult::kExpired) {
           drop(f, DropReason::kTtlExceeded);
           if (f.builder >= 0 && !builders_[f.builder].installed)
@@ -221,6 +223,7 @@ void Datapath::run_services(std::span<const uint32_t> indexes) {
       const InFlight& f = inflight_[indexes[b]];
       if (taken[b] || f.service != service_id || f.pkt->sf_argument != arg) continue;
       taken[b] = true;
+      materialize(indexes[b], inflight_[indexes[b]]);  // services may rewrite packets
       f.pkt->sf_coalesce = false;
       group[n++] = f.pkt;
     }
@@ -283,21 +286,48 @@ void Datapath::reinject(InFlight& f, uint64_t now_ns) {
   f.next = Next::kLookup;
 }
 
+// Output does not copy: an emission refers to the packet's own frame until
+// the packet changes (materialize() copies first), so the usual packet, sent
+// once and untouched afterwards, can leave in its own buffer (zero-copy with
+// AF_XDP, whose sockets share one UMEM).
 void Datapath::emit(uint32_t index, InFlight& f, uint32_t port) {
   const Packet& p = *f.pkt;
-  Emission e{index, port, static_cast<uint32_t>(tx_arena_.size()), p.len, p.timestamp_ns};
-  tx_arena_.insert(tx_arena_.end(), p.data, p.data + p.len);
-  emissions_.push_back(e);
+  emissions_.push_back(Emission{index, port, kInFrame, p.len, p.timestamp_ns});
+  ++f.in_frame_emissions;
   f.emitted = true;
+}
+
+// Copies the emissions that still refer to the packet's frame into the TX
+// arena; called before anything rewrites the packet.
+void Datapath::materialize(uint32_t index, InFlight& f) {
+  if (f.in_frame_emissions == 0) return;
+  const Packet& p = *f.pkt;
+  for (Emission& e : emissions_) {
+    if (e.packet_index != index || e.offset != kInFrame) continue;
+    e.offset = static_cast<uint32_t>(tx_arena_.size());
+    tx_arena_.insert(tx_arena_.end(), p.data, p.data + e.len);
+  }
+  f.in_frame_emissions = 0;
 }
 
 void Datapath::tx() {
   // Input order; a packet's own copies keep their action order.
   std::stable_sort(emissions_.begin(), emissions_.end(),
                    [](const Emission& a, const Emission& b) { return a.packet_index < b.packet_index; });
-  for (const Emission& e : emissions_) {
-    const bool sent = sink_ != nullptr &&
-                      sink_->transmit(e.port, {tx_arena_.data() + e.offset, e.len}, e.timestamp_ns);
+  for (size_t i = 0; i < emissions_.size(); ++i) {
+    const Emission& e = emissions_[i];
+    bool sent = false;
+    if (sink_ == nullptr) {
+    } else if (e.offset != kInFrame) {
+      sent = sink_->transmit(e.port, {tx_arena_.data() + e.offset, e.len}, e.timestamp_ns);
+    } else {
+      InFlight& f = inflight_[e.packet_index];
+      // The packet's last in-frame emission may hand the frame itself over.
+      if (--f.in_frame_emissions == 0)
+        sent = sink_->transmit_packet(e.port, *f.pkt, e.len);
+      else
+        sent = sink_->transmit(e.port, {f.pkt->data, e.len}, e.timestamp_ns);
+    }
     if (sent) {
       ++stats_.tx_packets;
       stats_.tx_bytes += e.len;

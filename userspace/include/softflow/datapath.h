@@ -75,6 +75,12 @@ class PacketSink {
   virtual ~PacketSink() = default;
   // Returns false if the port does not exist (the copy is counted as a drop).
   virtual bool transmit(uint32_t port, std::span<const uint8_t> frame, uint64_t timestamp_ns) = 0;
+  // The packet's last copy: the first 'len' bytes of its frame.  A sink that
+  // can send the buffer itself (AF_XDP with a shared UMEM) may take it and
+  // set pkt.buffer_taken; the default copies.
+  virtual bool transmit_packet(uint32_t port, Packet& pkt, uint32_t len) {
+    return transmit(port, {pkt.data, len}, pkt.timestamp_ns);
+  }
 };
 
 class Datapath {
@@ -118,16 +124,18 @@ class Datapath {
     Next next = Next::kLookup;
     bool emitted = false;
     uint8_t service = 0;
+    uint16_t in_frame_emissions = 0;  // emissions still referring to the frame
     // After a coalescable service on a megaflow without a continuation: the
     // megaflow (and its generation) to extend with the next stage's segment.
     Megaflow* extend = nullptr;
     uint32_t extend_generation = 0;
     uint16_t extend_segment = 0;  // its last segment, which the packet ran
   };
+  static constexpr uint32_t kInFrame = UINT32_MAX;  // Emission::offset: not copied
   struct Emission {
     uint32_t packet_index;
     uint32_t port;
-    uint32_t offset;
+    uint32_t offset;  // into tx_arena_, or kInFrame
     uint32_t len;
     uint64_t timestamp_ns;
   };
@@ -145,6 +153,7 @@ class Datapath {
   void install_builder(Builder& b, uint64_t now_ns);
   void attach_continuation(InFlight& f, const Megaflow& next);
   void emit(uint32_t index, InFlight& f, uint32_t port);
+  void materialize(uint32_t index, InFlight& f);
   void drop(InFlight& f, DropReason reason);
   void push_megaflow_stats(Megaflow& mf);
   void credit_segments(std::vector<MegaflowSegment>& segments);

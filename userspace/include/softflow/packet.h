@@ -67,6 +67,9 @@ struct Packet {
 
   // Owner's cookie (e.g. a UMEM address or an input index).
   uint64_t cookie = 0;
+  // Set by a PacketSink that took the buffer to transmit it (the owner must
+  // not free or reuse it).
+  bool buffer_taken = false;
 
   std::span<uint8_t> bytes() { return {data, len}; }
   std::span<const uint8_t> bytes() const { return {data, len}; }
