@@ -1,0 +1,311 @@
+// softflowd: the SoftFlow switch on real interfaces.
+//
+//   softflowd --port veth-a:1 --port veth-b:2 [--flows FILE] [--socket PATH]
+//             [--no-coalesce] [--xdp-mode native|generic] [--pmd-threads N]
+//
+// Start-up checks everything before it changes anything (flows file, ports,
+// interfaces, the XDP programs already attached, the control socket); then it
+// attaches (or adopts) the XDP program, creates the AF_XDP sockets, and runs
+// one PMD thread per --pmd-threads until SIGINT/SIGTERM, when it detaches
+// what it attached and removes what it pinned.
+#include <fmt/format.h>
+#include <signal.h>
+#include <time.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "megaflow_mirror.h"
+#include "softflow/afxdp.h"
+#include "softflow/control.h"
+#include "softflow/flow_syntax.h"
+#include "softflow/switch.h"
+#include "xdp_loader.h"
+
+namespace softflow {
+namespace {
+
+uint64_t monotonic_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+struct Options {
+  std::vector<std::string> ports;
+  std::string socket = kDefaultControlSocket;
+  std::string flows;
+  std::string service_config;
+  bool no_coalesce = false;
+  std::string xdp_mode = "native";
+  uint32_t pmd_threads = 1;
+  std::string pin_dir = "/sys/fs/bpf/softflow";
+  size_t max_megaflows = 200000;
+  double idle_timeout_s = 10.0;
+};
+
+int fail(const std::string& message) {
+  fmt::print(stderr, "softflowd: {}\n", message);
+  return 1;
+}
+
+Result<std::vector<AfxdpPortSpec>> parse_ports(const std::vector<std::string>& args) {
+  std::vector<AfxdpPortSpec> ports;
+  std::set<std::string> names;
+  std::set<uint32_t> numbers;
+  for (size_t i = 0; i < args.size(); ++i) {
+    AfxdpPortSpec p;
+    const std::string& a = args[i];
+    const size_t colon = a.rfind(':');
+    p.name = a.substr(0, colon);
+    p.ofport = static_cast<uint32_t>(i + 1);
+    if (colon != std::string::npos) {
+      const std::string num = a.substr(colon + 1);
+      char* end = nullptr;
+      const unsigned long v = std::strtoul(num.c_str(), &end, 10);
+      if (num.empty() || *end != '\0' || v == 0 || v > 0xfffffeffUL)
+        return Status::error(fmt::format("--port {}: '{}' is not an OpenFlow port number (1..{})",
+                                         a, num, 0xfffffeffUL));
+      p.ofport = static_cast<uint32_t>(v);
+    }
+    if (p.name.empty()) return Status::error(fmt::format("--port {}: no interface name", a));
+    if (!names.insert(p.name).second)
+      return Status::error(fmt::format("--port {}: interface given twice", a));
+    if (!numbers.insert(p.ofport).second)
+      return Status::error(fmt::format("--port {}: OpenFlow port {} given twice", a, p.ofport));
+    ports.push_back(p);
+  }
+  return ports;
+}
+
+// Every port a rule names must exist: a rule for a missing port is almost
+// always a typo, and catching it at start beats a silent drop counter.
+Status check_rule_ports(const FlowRule& rule, const std::set<uint32_t>& ofports) {
+  const bool in_port_matched = rule.match.mask.in_port != 0;
+  if (in_port_matched && !ofports.count(rule.match.value.in_port))
+    return Status::error(fmt::format("in_port={} is not a port of this switch",
+                                     rule.match.value.in_port));
+  for (const Action& a : rule.actions)
+    if (a.type == ActionType::kOutput && !ofports.count(a.port))
+      return Status::error(fmt::format("output:{} is not a port of this switch", a.port));
+  return Status::ok();
+}
+
+int run(const Options& opt) {
+  auto ports_r = parse_ports(opt.ports);
+  if (!ports_r) return fail(ports_r.status().message());
+  std::vector<AfxdpPortSpec> ports = std::move(ports_r).value();
+  std::set<uint32_t> ofports;
+  for (const auto& p : ports) ofports.insert(p.ofport);
+  auto mode = parse_xdp_mode(opt.xdp_mode);
+  if (!mode) return fail(mode.status().message());
+  if (opt.pmd_threads == 0 || opt.pmd_threads > SF_MAX_DATAPATHS)
+    return fail(fmt::format("--pmd-threads must be 1..{}", SF_MAX_DATAPATHS));
+
+  auto port_by_name = [&ports](std::string_view name) -> std::optional<uint32_t> {
+    for (const auto& p : ports)
+      if (p.name == name) return p.ofport;
+    return std::nullopt;
+  };
+
+  // The flows file, parsed and checked in full before anything changes.
+  std::vector<FlowRule> rules;
+  if (!opt.flows.empty()) {
+    std::ifstream in(opt.flows);
+    if (!in) return fail(fmt::format("cannot read flows file {}", opt.flows));
+    std::stringstream text;
+    text << in.rdbuf();
+    FlowParseOptions popts;
+    popts.port_by_name = port_by_name;
+    auto parsed = parse_flows(text.str(), popts);
+    if (!parsed) return fail(fmt::format("{}: {}", opt.flows, parsed.status().message()));
+    rules = std::move(parsed).value();
+    for (size_t i = 0; i < rules.size(); ++i)
+      if (Status s = check_rule_ports(rules[i], ofports); !s)
+        return fail(fmt::format("{}: flow {}: {}", opt.flows, i + 1, s.message()));
+  }
+
+  nlohmann::json service_config = nlohmann::json::object();
+  if (!opt.service_config.empty()) {
+    std::ifstream in(opt.service_config);
+    if (!in) return fail(fmt::format("cannot read service config {}", opt.service_config));
+    service_config = nlohmann::json::parse(in, nullptr, false);
+    if (service_config.is_discarded())
+      return fail(fmt::format("{}: not valid JSON", opt.service_config));
+  }
+
+  SwitchConfig sc;
+  sc.n_datapaths = opt.pmd_threads;
+  sc.datapath.coalesce = !opt.no_coalesce;
+  sc.datapath.cache.max_megaflows = opt.max_megaflows;
+  sc.datapath.cache.idle_timeout_ns = static_cast<uint64_t>(opt.idle_timeout_s * 1e9);
+  sc.service_config = service_config;
+  auto sw_r = Switch::create(sc);
+  if (!sw_r) return fail(sw_r.status().message());
+  std::unique_ptr<Switch> sw = std::move(sw_r).value();
+  if (Status s = sw->add_flows(rules); !s) return fail(fmt::format("{}: {}", opt.flows, s.message()));
+
+  // Signals go to the main thread only (sigtimedwait below).
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  // The control socket first: a second softflowd on the same socket stops
+  // here, before it can touch the first one's interfaces and maps.
+  std::unique_ptr<XdpLoader> loader;
+  std::unique_ptr<AfxdpPorts> afxdp;
+  std::unique_ptr<MegaflowMirror> mirror;
+  DaemonHooks hooks;
+  hooks.now_ns = monotonic_ns;
+  hooks.show = [&]() {
+    nlohmann::json j;
+    j["pmd_threads"] = opt.pmd_threads;
+    j["coalescing"] = !opt.no_coalesce;
+    nlohmann::json jports = nlohmann::json::array();
+    std::vector<AfxdpQueueStats> qstats = afxdp ? afxdp->stats() : std::vector<AfxdpQueueStats>{};
+    for (size_t i = 0; i < ports.size(); ++i) {
+      nlohmann::json p;
+      p["name"] = ports[i].name;
+      p["ofport"] = ports[i].ofport;
+      p["ifindex"] = ports[i].ifindex;
+      p["queues"] = ports[i].n_queues;
+      if (loader) {
+        const XdpInterface& itf = loader->interfaces()[i];
+        p["xdp_mode"] = std::string(xdp_mode_name(itf.mode));
+        p["xdp_prog_id"] = itf.prog_id;
+        p["adopted"] = itf.adopted;
+      }
+      uint64_t rx = 0, tx = 0, txd = 0, zc = 0, meta = 0;
+      for (const auto& q : qstats) {
+        if (q.ofport != ports[i].ofport) continue;
+        rx += q.rx_packets;
+        tx += q.tx_packets;
+        txd += q.tx_dropped;
+        zc += q.tx_zero_copy;
+        meta += q.rx_xdp_meta;
+      }
+      p["rx_packets"] = rx;
+      p["rx_xdp_metadata"] = meta;
+      p["tx_packets"] = tx;
+      p["tx_zero_copy"] = zc;
+      p["tx_dropped"] = txd;
+      jports.push_back(p);
+    }
+    j["ports"] = jports;
+    if (loader) {
+      const sf_xdp_stats x = loader->read_stats();
+      j["xdp"] = {{"rx", x.rx},           {"emc_hits", x.emc_hits},
+                  {"megaflow_hits", x.megaflow_hits}, {"misses", x.misses},
+                  {"unparsed", x.unparsed}, {"malformed", x.malformed},
+                  {"not_port", x.not_port}, {"no_socket", x.no_socket},
+                  {"meta_failed", x.meta_failed}, {"mask_searches", x.mask_searches}};
+    }
+    if (mirror) {
+      const MirrorStats m = mirror->stats();
+      j["mirror"] = {{"entries", m.entries},         {"masks", m.masks},
+                     {"mask_slots", SF_MAX_MASKS},    {"mirrored", m.mirrored},
+                     {"removed", m.removed},         {"not_stage0", m.not_stage0},
+                     {"no_mask_slot", m.no_mask_slot}, {"map_full", m.map_full}};
+    }
+    return j;
+  };
+  Controller controller(*sw, hooks);
+  ControlServer server;
+  if (Status s = server.start(opt.socket, controller); !s) return fail(s.message());
+
+  XdpLoaderOptions lopts;
+  lopts.mode = mode.value();
+  lopts.pin_dir = opt.pin_dir;
+  std::vector<std::string> names;
+  for (const auto& p : ports) names.push_back(p.name);
+  auto loader_r = XdpLoader::attach(names, lopts);
+  if (!loader_r) return fail(loader_r.status().message());
+  loader = std::move(loader_r).value();
+  for (size_t i = 0; i < ports.size(); ++i) {
+    ports[i].ifindex = loader->interfaces()[i].ifindex;
+    ports[i].n_queues = interface_rx_queues(ports[i].name);
+  }
+
+  mirror = std::make_unique<MegaflowMirror>(loader->maps());
+  sw->exclusive([&] {
+    for (size_t t = 0; t < sw->datapath_count(); ++t)
+      sw->datapath(t).megaflows().set_observer(mirror->observer(static_cast<uint32_t>(t)));
+    return 0;
+  });
+
+  AfxdpConfig acfg;
+  acfg.pmd_threads = opt.pmd_threads;
+  auto afxdp_r = AfxdpPorts::create(ports, acfg, loader->maps());
+  if (!afxdp_r) return fail(afxdp_r.status().message());
+  afxdp = std::move(afxdp_r).value();
+
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> pmds;
+  for (uint32_t t = 0; t < opt.pmd_threads; ++t)
+    pmds.emplace_back([&, t] { afxdp->run_pmd(t, *sw, stop); });
+
+  for (size_t i = 0; i < ports.size(); ++i) {
+    const XdpInterface& itf = loader->interfaces()[i];
+    fmt::print(stderr, "softflowd: port {} = {} (ifindex {}, {} queue{}, XDP {} prog {}{})\n",
+               ports[i].ofport, ports[i].name, ports[i].ifindex, ports[i].n_queues,
+               ports[i].n_queues == 1 ? "" : "s", xdp_mode_name(itf.mode), itf.prog_id,
+               itf.adopted ? ", adopted" : "");
+  }
+  fmt::print(stderr, "softflowd: {} flows, {} PMD thread{}, coalescing {}, control {}\n",
+             rules.size(), opt.pmd_threads, opt.pmd_threads == 1 ? "" : "s",
+             opt.no_coalesce ? "off" : "on", opt.socket);
+
+  // Housekeeping until a signal: re-rank the XDP mask search order.
+  int signo = 0;
+  for (;;) {
+    timespec timeout{1, 0};
+    signo = sigtimedwait(&signals, nullptr, &timeout);
+    if (signo > 0) break;
+    mirror->rank();
+  }
+  fmt::print(stderr, "softflowd: {}: shutting down\n", strsignal(signo));
+
+  stop = true;
+  for (auto& t : pmds) t.join();
+  server.stop();
+  afxdp.reset();  // ports out of sf_ports, sockets closed
+  sw->exclusive([&] {
+    for (size_t t = 0; t < sw->datapath_count(); ++t)
+      sw->datapath(t).megaflows().set_observer(nullptr);
+    return 0;
+  });
+  mirror.reset();
+  loader.reset();  // maps emptied, detached, unpinned
+  return 0;
+}
+
+}  // namespace
+}  // namespace softflow
+
+int main(int argc, char** argv) {
+  softflow::Options opt;
+  CLI::App app{"softflowd: the SoftFlow virtual switch on AF_XDP/XDP ports"};
+  app.add_option("--port", opt.ports, "IFACE[:OFPORT] (repeatable; default OFPORT: position)")
+      ->required();
+  app.add_option("--socket", opt.socket, "control socket for sfctl")->capture_default_str();
+  app.add_option("--flows", opt.flows, "OpenFlow rules to start with (ovs-ofctl syntax)");
+  app.add_option("--service-config", opt.service_config, "service configuration (JSON)");
+  app.add_flag("--no-coalesce", opt.no_coalesce, "turn stage coalescing off");
+  app.add_option("--xdp-mode", opt.xdp_mode, "native or generic")->capture_default_str();
+  app.add_option("--pmd-threads,--threads", opt.pmd_threads, "polling threads")
+      ->capture_default_str();
+  app.add_option("--pin-dir", opt.pin_dir, "bpffs directory for the XDP maps ('' = no pins)")
+      ->capture_default_str();
+  app.add_option("--max-megaflows", opt.max_megaflows, "megaflow limit")->capture_default_str();
+  app.add_option("--idle-timeout", opt.idle_timeout_s, "megaflow idle timeout, seconds")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  return softflow::run(opt);
+}
