@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Quick start 2: install dependencies, build, and run the whole test suite:
-#  1. g++ build: unit tests and CLI tests under ctest;
-#  2. clang build with AddressSanitizer + UBSan: the same tests;
+#  1. g++ build: unit tests, BPF_PROG_RUN tests of the XDP program, CLI tests
+#     and the integration tests (network namespaces, veth, real TCP) under
+#     ctest; the BPF and integration tests need root;
+#  2. clang build with AddressSanitizer + UBSan: the same tests but the
+#     integration ones;
 #  3. clang libFuzzer targets (packet parser, flow syntax), run briefly.
 # Set SF_FUZZ_SECONDS (default 30) to change the fuzzing time per target.
 set -euo pipefail
@@ -13,6 +16,11 @@ fuzz_seconds=${SF_FUZZ_SECONDS:-30}
 
 step() { printf '\n==== %s ====\n' "$*"; }
 
+# bpffs for the XDP maps' pins (softflowd mounts it itself when missing).
+if [[ $(id -u) -eq 0 ]] && ! mountpoint -q /sys/fs/bpf; then
+  mount -t bpf bpf /sys/fs/bpf || echo "test.sh: could not mount bpffs on /sys/fs/bpf"
+fi
+
 step "g++ build + tests"
 cmake -S "$root" -B "$root/build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 ninja -C "$root/build"
@@ -23,7 +31,7 @@ CC=clang CXX=clang++ cmake -S "$root" -B "$root/build-asan" -G Ninja \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSF_SANITIZE=ON -DSF_BENCH=OFF >/dev/null
 ninja -C "$root/build-asan"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-  ctest --test-dir "$root/build-asan" --output-on-failure -j "$jobs"
+  ctest --test-dir "$root/build-asan" --output-on-failure -j "$jobs" -LE integration
 
 step "libFuzzer targets (${fuzz_seconds}s each)"
 CC=clang CXX=clang++ cmake -S "$root" -B "$root/build-fuzz" -G Ninja \

@@ -39,6 +39,32 @@ std::string errno_text(int err) { return std::strerror(err < 0 ? -err : err); }
 
 }  // namespace
 
+bool take_xdp_meta(Packet& p, uint32_t ofport) {
+  if (p.headroom < sizeof(sf_xdp_meta)) return false;
+  auto* meta = reinterpret_cast<sf_xdp_meta*>(p.data - sizeof(sf_xdp_meta));
+  if (meta->magic != SF_XDP_META_MAGIC) return false;
+  meta->magic = 0;  // a reused frame must not show this metadata again
+  if (meta->result == SF_XDP_UNPARSED || meta->key.in_port != ofport) return false;
+  std::memcpy(&p.key, &meta->key, sizeof(p.key));
+  p.l2_ofs = 0;
+  p.l3_ofs = meta->l3_ofs;
+  p.l4_ofs = meta->l4_ofs;
+  p.payload_ofs = meta->payload_ofs;
+  p.parse_flags = meta->parse_flags;
+  p.hash = meta->hash;
+  // Offsets from XDP are within the frame XDP saw, which is this frame;
+  // check anyway, a packet buffer is no place for trust.
+  if ((p.l3_ofs != kNoOffset && p.l3_ofs >= p.len) || (p.l4_ofs != kNoOffset && p.l4_ofs >= p.len) ||
+      (p.payload_ofs != kNoOffset && p.payload_ofs > p.len))
+    return false;
+  if (meta->result == SF_XDP_EMC_HIT || meta->result == SF_XDP_MEGAFLOW_HIT) {
+    p.megaflow_id = meta->ref.id;
+    p.megaflow_generation = meta->ref.generation;
+    p.xdp_result = meta->result;
+  }
+  return true;
+}
+
 uint32_t interface_rx_queues(const std::string& name) {
   std::error_code ec;
   uint32_t n = 0;
@@ -386,34 +412,6 @@ class XskSink : public PacketSink {
   std::vector<std::vector<Desc>> pending_;
   std::vector<uint64_t> zero_copy_ = std::vector<uint64_t>(im_.queues.size(), 0);
 };
-
-// Fills the packet from the XDP metadata in front of the frame, if it is
-// there and fresh; returns false when the packet must be parsed here.
-bool take_xdp_meta(Packet& p, uint32_t ofport) {
-  if (p.headroom < sizeof(sf_xdp_meta)) return false;
-  auto* meta = reinterpret_cast<sf_xdp_meta*>(p.data - sizeof(sf_xdp_meta));
-  if (meta->magic != SF_XDP_META_MAGIC) return false;
-  meta->magic = 0;  // a reused frame must not show this metadata again
-  if (meta->result == SF_XDP_UNPARSED || meta->key.in_port != ofport) return false;
-  std::memcpy(&p.key, &meta->key, sizeof(p.key));
-  p.l2_ofs = 0;
-  p.l3_ofs = meta->l3_ofs;
-  p.l4_ofs = meta->l4_ofs;
-  p.payload_ofs = meta->payload_ofs;
-  p.parse_flags = meta->parse_flags;
-  p.hash = meta->hash;
-  // Offsets from XDP are within the frame XDP saw, which is this frame;
-  // check anyway, a packet buffer is no place for trust.
-  if ((p.l3_ofs != kNoOffset && p.l3_ofs >= p.len) || (p.l4_ofs != kNoOffset && p.l4_ofs >= p.len) ||
-      (p.payload_ofs != kNoOffset && p.payload_ofs > p.len))
-    return false;
-  if (meta->result == SF_XDP_EMC_HIT || meta->result == SF_XDP_MEGAFLOW_HIT) {
-    p.megaflow_id = meta->ref.id;
-    p.megaflow_generation = meta->ref.generation;
-    p.xdp_result = meta->result;
-  }
-  return true;
-}
 
 }  // namespace
 

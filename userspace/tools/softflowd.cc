@@ -157,8 +157,16 @@ int run(const Options& opt) {
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  // The control socket first: a second softflowd on the same socket stops
-  // here, before it can touch the first one's interfaces and maps.
+  // A second softflowd on the same control socket stops here, before it can
+  // touch the first one's interfaces and maps.  The socket itself is bound
+  // once the ports run, so that a socket that answers means a switch that
+  // forwards.
+  {
+    Request probe;
+    probe.command = "show";
+    if (control_request(opt.socket, probe, std::chrono::milliseconds{2000}).is_ok())
+      return fail(fmt::format("softflowd already running on {}", opt.socket));
+  }
   std::unique_ptr<XdpLoader> loader;
   std::unique_ptr<AfxdpPorts> afxdp;
   std::unique_ptr<MegaflowMirror> mirror;
@@ -216,9 +224,6 @@ int run(const Options& opt) {
     }
     return j;
   };
-  Controller controller(*sw, hooks);
-  ControlServer server;
-  if (Status s = server.start(opt.socket, controller); !s) return fail(s.message());
 
   XdpLoaderOptions lopts;
   lopts.mode = mode.value();
@@ -250,6 +255,14 @@ int run(const Options& opt) {
   std::vector<std::thread> pmds;
   for (uint32_t t = 0; t < opt.pmd_threads; ++t)
     pmds.emplace_back([&, t] { afxdp->run_pmd(t, *sw, stop); });
+
+  Controller controller(*sw, hooks);
+  ControlServer server;
+  if (Status s = server.start(opt.socket, controller); !s) {
+    stop = true;
+    for (auto& t : pmds) t.join();
+    return fail(s.message());
+  }
 
   for (size_t i = 0; i < ports.size(); ++i) {
     const XdpInterface& itf = loader->interfaces()[i];

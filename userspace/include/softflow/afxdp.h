@@ -78,6 +78,12 @@ class AfxdpPorts {
   AfxdpConfig config_;
 };
 
+// Fills the packet (key, header offsets, parse flags, hash, XDP's megaflow)
+// from the struct sf_xdp_meta the XDP program wrote in front of the frame, if
+// it is there, fresh and sane, and clears its magic so that a reused frame
+// never shows it again.  Returns false when the packet must be parsed here.
+bool take_xdp_meta(Packet& p, uint32_t ofport);
+
 // Number of RX queues of an interface (1 when it cannot be told).
 uint32_t interface_rx_queues(const std::string& name);
 
