@@ -149,9 +149,9 @@ class RecordingSink : public PacketSink {
 
 std::unique_ptr<Switch> make_switch(const std::string& flows) {
   auto sw = Switch::create(SwitchConfig{});
-  EXPECT_TRUE(sw.ok());
+  EXPECT_TRUE(sw.is_ok());
   auto rules = parse_flows(flows);
-  EXPECT_TRUE(rules.ok()) << rules.status().message();
+  EXPECT_TRUE(rules.is_ok()) << rules.status().message();
   EXPECT_TRUE(sw.value()->add_flows(rules.value()).is_ok());
   return std::move(sw).value();
 }
@@ -289,10 +289,20 @@ TEST(MegaflowObserver, SeesEveryInstallAndRemoval) {
   run_one(*sw, a, 1);
   run_one(*sw, b, 2);
   EXPECT_EQ(observer.live.size(), 2u);
-  // Revalidation removes the megaflow of the deleted rule.
+  // Deleting a rule turns its megaflow into a drop in place (same mask):
+  // nothing for the mirror to do.
   Match m;
-  m.set_uint(Field::kInPort, 1);
+  m.set_uint(Field::kInPort, 1, ~0ULL);
   EXPECT_EQ(sw->del_flows(m, std::nullopt), 1u);
+  EXPECT_EQ(observer.live.size(), 2u);
+  // A rule above them (the default priority is 32768) that makes xlate
+  // consult more fields removes both megaflows.
+  auto r = parse_flow("priority=40000,tcp,tp_dst=80,actions=drop");
+  ASSERT_TRUE(r.is_ok());
+  ASSERT_TRUE(sw->add_flow(r.value()).is_ok());
+  EXPECT_TRUE(observer.live.empty()) << sw->dump_megaflows(1);
+  Frame c(tcp_frame(2, 1, 4000));
+  run_one(*sw, c, 2);  // dropped by the new rule, through a new megaflow
   EXPECT_EQ(observer.live.size(), 1u);
   // Expiry removes the rest.
   sw->expire(0, 100'000'000'000ULL);

@@ -488,8 +488,7 @@ void AfxdpPorts::run_pmd(uint32_t thread, Switch& sw, const std::atomic<bool>& s
       q->rx_bytes.fetch_add(bytes, std::memory_order_relaxed);
       q->rx_xdp_meta.fetch_add(with_meta, std::memory_order_relaxed);
 
-      sw.process(thread, {batch.data(), n}, now);
-      sink.flush();
+      sw.process(thread, {batch.data(), n}, now, [&] { sink.flush(); });
       for (uint32_t i = 0; i < n; ++i)
         if (!packets[i].buffer_taken) frames.put(packets[i].cookie);
     }

@@ -55,6 +55,15 @@ class Switch {
 
   // Packet path (one PMD thread per datapath index).
   void process(size_t datapath, std::span<Packet* const> batch, uint64_t now_ns);
+  // The same, then after() still under the datapath's mutex: a PMD thread
+  // hands the batch's output to its TX rings there, so that once a flow mod
+  // returns, no packet it affects is still on its way out.
+  template <typename Fn>
+  void process(size_t datapath, std::span<Packet* const> batch, uint64_t now_ns, Fn&& after) {
+    std::lock_guard<std::mutex> lock(*datapath_mutexes_[datapath]);
+    datapaths_[datapath]->process_batch(batch, now_ns);
+    after();
+  }
   size_t expire(size_t datapath, uint64_t now_ns);
 
   // Runs fn() with every datapath stopped between batches (control thread).
