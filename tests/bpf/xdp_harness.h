@@ -23,6 +23,7 @@
 #include "sf_abi.h"
 #include "softflow/flow_key.h"
 #include "softflow/packet.h"
+#include "xdp_loader.h"
 
 struct sf_xdp;  // the skeleton (bpftool gen skeleton), kept out of the tests
 
@@ -94,6 +95,8 @@ class XdpProgram {
   bool add_megaflow(uint32_t mask_slot, uint32_t datapath, const FlowKey& masked_key,
                     sf_megaflow_ref ref);
   bool delete_megaflow(uint32_t mask_slot, uint32_t datapath, const FlowKey& masked_key);
+  // The map fds, as softflowd's loader hands them out (for MegaflowMirror).
+  XdpMaps maps() const;
   // Per-CPU maps, summed over the possible CPUs.
   sf_xdp_stats stats();
   uint64_t mask_hits(uint32_t slot);
