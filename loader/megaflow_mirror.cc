@@ -22,7 +22,10 @@ class MegaflowMirror::Observer : public MegaflowObserver {
 MegaflowMirror::MegaflowMirror(const XdpMaps& maps) : maps_(maps) {
   uint32_t zero = 0;
   sf_xdp_config config{};
-  if (bpf_map_lookup_elem(maps_.config, &zero, &config) == 0) epoch_ = config.emc_epoch;
+  if (bpf_map_lookup_elem(maps_.config, &zero, &config) == 0) {
+    epoch_ = config.emc_epoch;
+    flags_ = config.flags;
+  }
   write_config();
 }
 
@@ -41,6 +44,7 @@ void MegaflowMirror::write_config() {
   sf_xdp_config config{};
   config.n_masks = static_cast<uint32_t>(order_.size());
   config.emc_epoch = epoch_;
+  config.flags = flags_;
   std::copy(order_.begin(), order_.end(), config.order);
   uint32_t zero = 0;
   bpf_map_update_elem(maps_.config, &zero, &config, BPF_ANY);

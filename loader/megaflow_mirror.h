@@ -67,6 +67,7 @@ class MegaflowMirror {
   std::array<MaskSlot, SF_MAX_MASKS> slots_{};
   std::vector<uint8_t> order_;  // slots in use, search order
   uint32_t epoch_ = 0;
+  uint32_t flags_ = 0;  // the loader's, kept as they are
   MirrorStats stats_;
   // Per datapath: megaflow id -> mask slot + 1 (0: not mirrored).
   std::vector<std::vector<uint8_t>> mirrored_;

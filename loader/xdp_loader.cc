@@ -163,6 +163,15 @@ Result<std::unique_ptr<XdpLoader>> XdpLoader::attach(const std::vector<std::stri
 
   if (adopt_id != 0) {
     if (Status s = loader->adopt(adopt_id); !s) return s;
+    // Left behind by a softflowd that attached it and died: ours again.
+    uint32_t zero = 0;
+    sf_xdp_config config{};
+    if (bpf_map_lookup_elem(loader->maps_.config, &zero, &config) == 0 &&
+        (config.flags & SF_CONFIG_OWNED_BY_SOFTFLOWD)) {
+      loader->owned_ = true;
+      for (XdpInterface& itf : loader->interfaces_)
+        if (itf.adopted) itf.attached = true;
+    }
     // A program we pinned ourselves before a crash: it is ours again, so
     // detach and unpin it on exit as if we had just attached it.
     if (!options.pin_dir.empty()) {
@@ -198,6 +207,11 @@ Result<std::unique_ptr<XdpLoader>> XdpLoader::attach(const std::vector<std::stri
     itf.mode = options.mode;
     itf.prog_id = loader->prog_id_;
   }
+  // Ours when we attached it everywhere (a program someone attached by hand
+  // on one port stays theirs, even if we put it on others too).
+  bool all_ours = true;
+  for (const XdpInterface& itf : loader->interfaces_) all_ours = all_ours && itf.attached;
+  loader->owned_ = all_ours;
   loader->clear_maps();
   return loader;
 }
@@ -316,6 +330,7 @@ void XdpLoader::clear_maps() {
   const uint32_t epoch = config.emc_epoch + 1;
   config = sf_xdp_config{};
   config.emc_epoch = epoch;
+  config.flags = owned_ ? SF_CONFIG_OWNED_BY_SOFTFLOWD : 0;
   bpf_map_update_elem(maps_.config, &zero, &config, BPF_ANY);
 }
 

@@ -91,6 +91,7 @@ class XdpLoader {
   XdpMaps maps_;
   std::vector<int> owned_fds_;  // fds we opened by id (adopted program)
   std::vector<XdpInterface> interfaces_;
+  bool owned_ = false;      // SF_CONFIG_OWNED_BY_SOFTFLOWD: we attached it everywhere
   std::string pinned_dir_;  // non-empty: we pinned the maps here
   std::vector<std::string> pinned_paths_;
 };

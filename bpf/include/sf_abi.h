@@ -205,8 +205,16 @@ struct sf_megaflow_ref {
 struct sf_xdp_config {
 	__u32 n_masks;
 	__u32 emc_epoch;
+	__u32 flags; /* SF_CONFIG_* */
+	__u32 pad;
 	__u8 order[SF_MAX_MASKS]; /* mask slots, most hit first */
 };
+
+/* sf_xdp_config.flags: softflowd attached this program to every port itself
+ * (it was not attached by hand).  It lives as long as the program, so a
+ * softflowd restarted after a crash knows the program is its own to detach,
+ * even when its pins died with the crashed process's mount namespace. */
+#define SF_CONFIG_OWNED_BY_SOFTFLOWD 1u
 
 struct sf_emc_entry {
 	struct sf_flow_key key;
@@ -262,7 +270,7 @@ struct sf_xdp_stats {
 SF_STATIC_ASSERT(sizeof(struct sf_port) == 16 + SF_MAX_QUEUES, "sf_port size");
 SF_STATIC_ASSERT(sizeof(struct sf_megaflow_map_key) == 80, "sf_megaflow_map_key size");
 SF_STATIC_ASSERT(sizeof(struct sf_megaflow_ref) == 8, "sf_megaflow_ref size");
-SF_STATIC_ASSERT(sizeof(struct sf_xdp_config) == 8 + SF_MAX_MASKS, "sf_xdp_config size");
+SF_STATIC_ASSERT(sizeof(struct sf_xdp_config) == 16 + SF_MAX_MASKS, "sf_xdp_config size");
 SF_STATIC_ASSERT(sizeof(struct sf_emc_entry) == 88, "sf_emc_entry size");
 SF_STATIC_ASSERT(sizeof(struct sf_xdp_meta) == 104, "sf_xdp_meta size");
 SF_STATIC_ASSERT(sizeof(struct sf_xdp_meta) % 4 == 0, "XDP metadata must be 4-byte sized");

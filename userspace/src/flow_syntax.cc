@@ -1163,7 +1163,10 @@ std::string print_action(const Action& a) {
 }  // namespace
 
 Result<ParsedFlowLine> parse_flow_line(std::string_view line, const FlowParseOptions& opts) {
-  return RuleParser(line, opts).parse();
+  auto parsed = RuleParser(line, opts).parse();
+  if (parsed && opts.check_rule && !opts.match_only)
+    if (Status s = opts.check_rule(parsed->rule); !s) return s;
+  return parsed;
 }
 
 Result<FlowRule> parse_flow(std::string_view line, const FlowParseOptions& opts) {

@@ -121,12 +121,10 @@ int run(const Options& opt) {
     text << in.rdbuf();
     FlowParseOptions popts;
     popts.port_by_name = port_by_name;
+    popts.check_rule = [&ofports](const FlowRule& r) { return check_rule_ports(r, ofports); };
     auto parsed = parse_flows(text.str(), popts);
     if (!parsed) return fail(fmt::format("{}: {}", opt.flows, parsed.status().message()));
     rules = std::move(parsed).value();
-    for (size_t i = 0; i < rules.size(); ++i)
-      if (Status s = check_rule_ports(rules[i], ofports); !s)
-        return fail(fmt::format("{}: flow {}: {}", opt.flows, i + 1, s.message()));
   }
 
   nlohmann::json service_config = nlohmann::json::object();

@@ -20,6 +20,10 @@ struct FlowParseOptions {
   std::function<std::optional<uint32_t>(std::string_view)> port_by_name;
   // Allow a line without actions= (for del-flows / dump-flows filters).
   bool match_only = false;
+  // A check of each parsed rule against the switch it is for (e.g. that the
+  // ports it names exist); its error is the parse error, with the line
+  // number in parse_flows().  Not applied to match_only filters.
+  std::function<Status(const FlowRule&)> check_rule;
 };
 
 // Parses one rule, e.g.
