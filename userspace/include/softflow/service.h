@@ -38,6 +38,13 @@ class Service {
   virtual void process(std::span<Packet* const> batch, uint32_t sf_argument) = 0;
   // Counters and state summary for `sfctl show` / `list-services`.
   virtual nlohmann::json stats() const { return nlohmann::json::object(); }
+  // Connection tracking, for `sfctl ct-dump` / `ct-flush`.  A service that
+  // tracks connections returns its table (a JSON array of connections) and
+  // flushes it, returning how many went; the others keep these defaults
+  // (nullopt: "not supported").  sfctl calls them with every datapath
+  // stopped between batches (Switch::exclusive).
+  virtual std::optional<nlohmann::json> dump_connections() const { return std::nullopt; }
+  virtual std::optional<size_t> flush_connections() { return std::nullopt; }
 };
 
 using ServiceFactory = std::function<std::unique_ptr<Service>(const nlohmann::json& config)>;
