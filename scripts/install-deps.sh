@@ -15,7 +15,7 @@ PACKAGES=(
   libabsl-dev           # absl::flat_hash_map for the megaflow subtables
   libbpf-dev libxdp-dev # loading the XDP program and its maps; AF_XDP sockets (xsk.h)
   bpftool               # BPF skeleton generation at build time
-  iproute2 ethtool iputils-ping netcat-openbsd procps  # integration tests: netns, veth, traffic
+  iproute2 ethtool iputils-ping netcat-openbsd procps jq bc  # integration tests: netns, veth, traffic
   tcpdump               # reading pcaps in tests and by hand
   python3
 )

@@ -45,8 +45,9 @@ wait_listen() {
 
 # transfer COALESCE(on|off): one softflowd life, one transfer, 4 checks.
 transfer() {
-  local coalesce=$1 args=() out=$SF_TMP/received.$1 port=5001
+  local coalesce=$1 threads=${2:-1} args=() out=$SF_TMP/received.$1 port=5001
   [[ $coalesce == off ]] && args+=(--no-coalesce)
+  args+=(--pmd-threads "$threads")
   sf_start --flows "$SF_TMP/flows" "${args[@]}" || return 1
   # Warm up ARP (and the ARP megaflows) so the transfer measures TCP.
   sf_ping 1 2 2 >/dev/null || tap_diag "warm-up ping failed"
@@ -66,7 +67,7 @@ transfer() {
 
   local sum
   sum=$(sha256sum <"$out" | cut -d' ' -f1)
-  sf_expect "coalesce=$coalesce: 20 MB TCP h1 -> h2 arrives intact (sha256)" \
+  sf_expect "coalesce=$coalesce, $threads PMD thread(s): 20 MB TCP h1 -> h2 arrives intact (sha256)" \
     $((rc == 0 && $(stat -c %s "$out") == SF_TCP_BYTES)) \
     "client status $rc; sent $SF_TCP_BYTES bytes sha256 $DATA_SUM;" \
     "received $(stat -c %s "$out") bytes sha256 $sum"
@@ -79,9 +80,9 @@ transfer() {
      - ($a.counters.xdp_emc_resolved + $a.counters.xdp_megaflow_resolved)')
   d_coal=$(jq -n --argjson a "$before" --argjson b "$after" '$b.counters.coalesced - $a.counters.coalesced')
   elapsed=$(echo "$t1 - $t0" | bc -l)
-  tap_diag "$(printf 'tcp: %.0f pps, %.1f MB/s, coalesce=%s (%d packets in %.2f s, xdp %s)' \
+  tap_diag "$(printf 'tcp: %.0f pps, %.1f MB/s, coalesce=%s, pmd threads %d (%d packets in %.2f s, xdp %s)' \
     "$(echo "$d_rx / $elapsed" | bc -l)" "$(echo "$SF_TCP_BYTES / 1000000 / $elapsed" | bc -l)" \
-    "$coalesce" "$d_rx" "$elapsed" "$SF_MODE")"
+    "$coalesce" "$threads" "$d_rx" "$elapsed" "$SF_MODE")"
 
   local total_coal
   total_coal=$(jq -r '.counters.coalesced' <<<"$after")
@@ -111,7 +112,10 @@ scenario() {
   write_flows
   transfer on || return 1
   transfer off || return 1
+  # Two PMD threads: each port's queue is served by its own thread, and each
+  # thread transmits on the other's socket.
+  transfer on 2 || return 1
 }
 
-sf_run_modes scenario 8
+sf_run_modes scenario 12
 sf_finish

@@ -9,11 +9,14 @@
 // one PMD thread per --pmd-threads until SIGINT/SIGTERM, when it detaches
 // what it attached and removes what it pinned.
 #include <fmt/format.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <time.h>
 
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <cstring>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -43,6 +46,7 @@ struct Options {
   bool no_coalesce = false;
   std::string xdp_mode = "native";
   uint32_t pmd_threads = 1;
+  std::vector<int> pmd_cpus;  // PMD thread i runs on pmd_cpus[i % size]
   std::string pin_dir = "/sys/fs/bpf/softflow";
   size_t max_megaflows = 200000;
   double idle_timeout_s = 10.0;
@@ -251,8 +255,17 @@ int run(const Options& opt) {
 
   std::atomic<bool> stop{false};
   std::vector<std::thread> pmds;
-  for (uint32_t t = 0; t < opt.pmd_threads; ++t)
+  for (uint32_t t = 0; t < opt.pmd_threads; ++t) {
     pmds.emplace_back([&, t] { afxdp->run_pmd(t, *sw, stop); });
+    if (!opt.pmd_cpus.empty()) {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(opt.pmd_cpus[t % opt.pmd_cpus.size()], &set);
+      if (int err = pthread_setaffinity_np(pmds.back().native_handle(), sizeof(set), &set))
+        fmt::print(stderr, "softflowd: cannot pin PMD thread {} to CPU {}: {}\n", t,
+                   opt.pmd_cpus[t % opt.pmd_cpus.size()], std::strerror(err));
+    }
+  }
 
   Controller controller(*sw, hooks);
   ControlServer server;
@@ -312,6 +325,9 @@ int main(int argc, char** argv) {
   app.add_option("--xdp-mode", opt.xdp_mode, "native or generic")->capture_default_str();
   app.add_option("--pmd-threads,--threads", opt.pmd_threads, "polling threads")
       ->capture_default_str();
+  app.add_option("--pmd-cpus", opt.pmd_cpus, "CPUs for the PMD threads (thread i on the i-th)")
+      ->delimiter(',')
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--pin-dir", opt.pin_dir, "bpffs directory for the XDP maps ('' = no pins)")
       ->capture_default_str();
   app.add_option("--max-megaflows", opt.max_megaflows, "megaflow limit")->capture_default_str();
