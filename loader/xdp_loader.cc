@@ -298,15 +298,21 @@ Status XdpLoader::load(const XdpLoaderOptions& options) {
   bpf_prog_info info{};
   uint32_t len = sizeof(info);
   if (bpf_obj_get_info_by_fd(prog_fd_, &info, &len) == 0) prog_id_ = info.id;
-  maps_.ports = bpf_map__fd(skeleton_->maps.sf_ports);
-  maps_.xsks = bpf_map__fd(skeleton_->maps.sf_xsks);
-  maps_.masks = bpf_map__fd(skeleton_->maps.sf_masks);
-  maps_.megaflows = bpf_map__fd(skeleton_->maps.sf_megaflows);
-  maps_.config = bpf_map__fd(skeleton_->maps.sf_config);
-  maps_.emc = bpf_map__fd(skeleton_->maps.sf_emc);
-  maps_.mask_hits = bpf_map__fd(skeleton_->maps.sf_mask_hits);
-  maps_.stats = bpf_map__fd(skeleton_->maps.sf_xdp_stats);
+  maps_ = skeleton_maps(*skeleton_);
   return Status::ok();
+}
+
+XdpMaps skeleton_maps(const ::sf_xdp& skeleton) {
+  XdpMaps m;
+  m.ports = bpf_map__fd(skeleton.maps.sf_ports);
+  m.xsks = bpf_map__fd(skeleton.maps.sf_xsks);
+  m.masks = bpf_map__fd(skeleton.maps.sf_masks);
+  m.megaflows = bpf_map__fd(skeleton.maps.sf_megaflows);
+  m.config = bpf_map__fd(skeleton.maps.sf_config);
+  m.emc = bpf_map__fd(skeleton.maps.sf_emc);
+  m.mask_hits = bpf_map__fd(skeleton.maps.sf_mask_hits);
+  m.stats = bpf_map__fd(skeleton.maps.sf_xdp_stats);
+  return m;
 }
 
 namespace {

@@ -43,6 +43,9 @@ struct XdpMaps {
   int stats = -1;
 };
 
+// The map fds of a loaded skeleton.
+XdpMaps skeleton_maps(const ::sf_xdp& skeleton);
+
 struct XdpInterface {
   std::string name;
   int ifindex = 0;

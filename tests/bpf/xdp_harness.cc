@@ -242,18 +242,7 @@ XdpRun XdpProgram::run(std::span<const uint8_t> frame, uint32_t ifindex, uint32_
   return result;
 }
 
-XdpMaps XdpProgram::maps() const {
-  XdpMaps m;
-  m.ports = bpf_map__fd(skel_->maps.sf_ports);
-  m.xsks = bpf_map__fd(skel_->maps.sf_xsks);
-  m.masks = bpf_map__fd(skel_->maps.sf_masks);
-  m.megaflows = bpf_map__fd(skel_->maps.sf_megaflows);
-  m.config = bpf_map__fd(skel_->maps.sf_config);
-  m.emc = bpf_map__fd(skel_->maps.sf_emc);
-  m.mask_hits = bpf_map__fd(skel_->maps.sf_mask_hits);
-  m.stats = bpf_map__fd(skel_->maps.sf_xdp_stats);
-  return m;
-}
+XdpMaps XdpProgram::maps() const { return skeleton_maps(*skel_); }
 
 bool XdpProgram::set_port(uint32_t ifindex, const sf_port& port) {
   return bpf_map_update_elem(bpf_map__fd(skel_->maps.sf_ports), &ifindex, &port, BPF_ANY) == 0;

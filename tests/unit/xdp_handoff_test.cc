@@ -169,18 +169,21 @@ void run_one(Switch& sw, Frame& f, uint32_t in_port, uint32_t id = 0, uint32_t g
   sw.process(0, batch, 1);
 }
 
+// The id and generation of the datapath's one megaflow.
+std::pair<uint32_t, uint32_t> only_megaflow(Switch& sw) {
+  EXPECT_EQ(sw.datapath(0).megaflows().size(), 1u);
+  std::pair<uint32_t, uint32_t> ref{0, 0};
+  sw.datapath(0).megaflows().for_each([&](Megaflow& mf) { ref = {mf.id, mf.generation}; });
+  return ref;
+}
+
 TEST(XdpHint, AVerifiedMegaflowIdSkipsTheLookup) {
   auto sw = make_switch("in_port=1,actions=output:2\nin_port=2,actions=output:1\n");
   RecordingSink sink;
   sw->datapath(0).set_sink(&sink);
   Frame first(tcp_frame(1, 2));
   run_one(*sw, first, 1);
-  ASSERT_EQ(sw->datapath(0).megaflows().size(), 1u);
-  uint32_t id = 0, gen = 0;
-  sw->datapath(0).megaflows().for_each([&](Megaflow& mf) {
-    id = mf.id;
-    gen = mf.generation;
-  });
+  const auto [id, gen] = only_megaflow(*sw);
   const DatapathStats before = sw->datapath(0).stats();
 
   Frame second(tcp_frame(1, 2, 2000));
@@ -203,11 +206,7 @@ TEST(XdpHint, AStaleOrWrongIdFallsBackToALookup) {
   sw->datapath(0).set_sink(&sink);
   Frame first(tcp_frame(1, 2));
   run_one(*sw, first, 1);
-  uint32_t id = 0, gen = 0;
-  sw->datapath(0).megaflows().for_each([&](Megaflow& mf) {
-    id = mf.id;
-    gen = mf.generation;
-  });
+  const auto [id, gen] = only_megaflow(*sw);
 
   // A generation that is not the slot's.
   Frame stale(tcp_frame(1, 2));
