@@ -21,6 +21,8 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+#define READ_ONCE_U32(x) (*(volatile __u32 *)&(x))
+
 static __always_inline int sf_key_equal(const struct sf_flow_key *a,
 					const struct sf_flow_key *b)
 {
@@ -43,15 +45,18 @@ static __always_inline __u8 sf_lookup(struct sf_xdp_meta *m,
 	struct sf_megaflow_map_key mkey;
 	struct sf_xdp_config *config;
 	struct sf_emc_entry *emc;
-	__u32 zero = 0, slot, i;
+	__u32 zero = 0, slot, i, epoch;
 
 	config = bpf_map_lookup_elem(&sf_config, &zero);
 	if (!config)
 		return SF_XDP_MISS;
+	/* Read once: an EMC entry must carry the epoch that was current when
+	 * its megaflow was found, not one userspace bumped meanwhile. */
+	epoch = READ_ONCE_U32(config->emc_epoch);
 
 	slot = m->hash & (SF_EMC_ENTRIES - 1);
 	emc = bpf_map_lookup_elem(&sf_emc, &slot);
-	if (emc && emc->epoch == config->emc_epoch && emc->ref.generation &&
+	if (emc && emc->epoch == epoch && emc->ref.generation &&
 	    emc->datapath == m->datapath && sf_key_equal(&emc->key, &m->key)) {
 		m->ref = emc->ref;
 		return SF_XDP_EMC_HIT;
@@ -89,7 +94,7 @@ static __always_inline __u8 sf_lookup(struct sf_xdp_meta *m,
 		if (emc) {
 			emc->key = m->key;
 			emc->datapath = m->datapath;
-			emc->epoch = config->emc_epoch;
+			emc->epoch = epoch;
 			emc->ref = *ref;
 		}
 		return SF_XDP_MEGAFLOW_HIT;

@@ -5,6 +5,8 @@
 #include <fmt/format.h>
 #include <linux/if_link.h>
 #include <net/if.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -98,6 +100,37 @@ Result<Attached> query(int ifindex, const std::string& name) {
   return a;
 }
 
+// An exclusive lock that lives as long as this process (the kernel drops it
+// when the process dies, however it dies): one per interface and one per pin
+// directory, so that a second softflowd can neither adopt a running one's
+// program nor clear its maps, while a crashed one's leftovers are free to take.
+constexpr const char* kLockDir = "/run/softflow";
+
+Result<int> take_lock(const std::string& name, const std::string& what) {
+  std::error_code ec;
+  std::filesystem::create_directories(kLockDir, ec);
+  const std::string path = std::string(kLockDir) + "/" + name + ".lock";
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return Status::error(fmt::format("cannot open lock file {}: {}", path, errno_text(errno)));
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    close(fd);
+    if (err == EWOULDBLOCK)
+      return Status::error(fmt::format("{} is in use by another softflowd", what), EBUSY);
+    return Status::error(fmt::format("cannot lock {}: {}", path, errno_text(err)));
+  }
+  return fd;
+}
+
+// Interfaces are named per network namespace: the lock names carry the
+// namespace's inode.
+std::string netns_id() {
+  struct stat st {};
+  if (stat("/proc/self/ns/net", &st) != 0) return "0";
+  return std::to_string(st.st_ino);
+}
+
 }  // namespace
 
 std::string_view xdp_mode_name(XdpMode mode) {
@@ -122,6 +155,10 @@ Result<std::unique_ptr<XdpLoader>> XdpLoader::attach(const std::vector<std::stri
     itf.name = name;
     itf.ifindex = static_cast<int>(if_nametoindex(name.c_str()));
     if (itf.ifindex == 0) return Status::error(fmt::format("no such interface: {}", name), ENODEV);
+    auto lock = take_lock(fmt::format("netns-{}-ifindex-{}", netns_id(), itf.ifindex),
+                          fmt::format("interface {}", name));
+    if (!lock) return lock.status();
+    loader->lock_fds_.push_back(lock.value());
     auto a = query(itf.ifindex, name);
     if (!a) return a.status();
     if (a.value().prog_id != 0) {
@@ -265,10 +302,6 @@ Status XdpLoader::adopt(uint32_t prog_id) {
 }
 
 Status XdpLoader::load(const XdpLoaderOptions& options) {
-  skeleton_ = sf_xdp__open();
-  if (skeleton_ == nullptr)
-    return Status::error(fmt::format("cannot open the XDP object: {}", errno_text(errno)));
-  bpf_map* map;
   if (!options.pin_dir.empty()) {
     if (Status s = ensure_bpffs(); !s) return s;
     std::error_code ec;
@@ -276,6 +309,21 @@ Status XdpLoader::load(const XdpLoaderOptions& options) {
     if (ec)
       return Status::error(fmt::format("cannot create pin directory {}: {}", options.pin_dir,
                                        ec.message()));
+    // Maps pinned there are reused by name: they must not be a running
+    // softflowd's.  A bpffs directory is identified by device and inode.
+    struct stat st {};
+    if (stat(options.pin_dir.c_str(), &st) != 0)
+      return Status::error(fmt::format("cannot stat {}: {}", options.pin_dir, errno_text(errno)));
+    auto lock = take_lock(fmt::format("pins-{}-{}", st.st_dev, st.st_ino),
+                          fmt::format("pin directory {}", options.pin_dir));
+    if (!lock) return lock.status();
+    lock_fds_.push_back(lock.value());
+  }
+  skeleton_ = sf_xdp__open();
+  if (skeleton_ == nullptr)
+    return Status::error(fmt::format("cannot open the XDP object: {}", errno_text(errno)));
+  bpf_map* map;
+  if (!options.pin_dir.empty()) {
     bpf_object__for_each_map(map, skeleton_->obj) {
       const std::string path = options.pin_dir + "/" + bpf_map__name(map);
       if (int err = bpf_map__set_pin_path(map, path.c_str()); err != 0)
@@ -378,6 +426,8 @@ void XdpLoader::release() {
   pinned_paths_.clear();
   for (int fd : owned_fds_) close(fd);
   owned_fds_.clear();
+  for (int fd : lock_fds_) close(fd);  // last: everything above is undone
+  lock_fds_.clear();
   if (skeleton_ != nullptr) sf_xdp__destroy(skeleton_);
   skeleton_ = nullptr;
   maps_ = XdpMaps{};

@@ -93,6 +93,7 @@ class XdpLoader {
   uint32_t prog_id_ = 0;
   XdpMaps maps_;
   std::vector<int> owned_fds_;  // fds we opened by id (adopted program)
+  std::vector<int> lock_fds_;   // flock()ed: interfaces and pin directory
   std::vector<XdpInterface> interfaces_;
   bool owned_ = false;      // SF_CONFIG_OWNED_BY_SOFTFLOWD: we attached it everywhere
   std::string pinned_dir_;  // non-empty: we pinned the maps here

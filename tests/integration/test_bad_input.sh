@@ -106,6 +106,16 @@ EOF
   sf_expect "second softflowd on the same socket exits non-zero, saying so" \
     "$(sf_true test $rc -ne 0 -a $rc -ne 124 -a $rc -lt 128 -a -n "$(grep -i 'already running' "$SF_LOG")")" \
     "exit status $rc; it said: $(cat "$SF_LOG")"
+  # ... and on another socket but the same ports: the interfaces are locked.
+  local first_sock=$SF_SOCK
+  SF_SOCK=$SF_TMP/second.sock
+  sf_launch --flows "$flows"
+  sf_wait_exit "$SF_PID" 10
+  rc=$?
+  SF_SOCK=$first_sock
+  sf_expect "second softflowd on other socket, same ports, exits non-zero: in use" \
+    "$(sf_true test $rc -ne 0 -a $rc -ne 124 -a $rc -lt 128 -a -n "$(grep -i 'in use by another softflowd' "$SF_LOG")")" \
+    "exit status $rc; it said: $(cat "$SF_LOG")"
   SF_PID=$first_pid
   SF_LOG=$first_log
   sf_expect "the first softflowd keeps its program and forwards" \
@@ -114,5 +124,5 @@ EOF
   sf_stop
 }
 
-sf_run_modes scenario 18
+sf_run_modes scenario 19
 sf_finish

@@ -28,6 +28,8 @@ constexpr uint32_t kFrameHeadroom = 256;
 constexpr int kIdleSpins = 64;
 constexpr int kPollTimeoutMs = 10;
 constexpr uint64_t kExpireIntervalNs = 1'000'000'000ULL;
+// sendto() kicks per flush of one TX ring (each sends up to 32 frames).
+constexpr int kMaxKicks = 8;
 
 uint64_t monotonic_ns() {
   timespec ts;
@@ -231,20 +233,22 @@ Result<std::unique_ptr<AfxdpPorts>> AfxdpPorts::create(const std::vector<AfxdpPo
                                          ports[pi].name, q, errno_text(err)),
                              -err);
       queue->fd = xsk_socket__fd(queue->xsk);
+      // Owned by im.queues from here, so every later failure closes it.
+      Queue& qr = *queue;
+      im.port_queues[pi].push_back(static_cast<uint32_t>(im.queues.size()));
+      im.queues.push_back(std::move(queue));
       // Stock the fill ring with half of this socket's frames.
       const uint32_t want = config.ring_size / 2;
       uint32_t idx = 0;
-      const uint32_t got = xsk_ring_prod__reserve(&queue->fill, want, &idx);
+      const uint32_t got = xsk_ring_prod__reserve(&qr.fill, want, &idx);
       for (uint32_t i = 0; i < got; ++i) {
-        *xsk_ring_prod__fill_addr(&queue->fill, idx + i) = im.free_frames.back();
+        *xsk_ring_prod__fill_addr(&qr.fill, idx + i) = im.free_frames.back();
         im.free_frames.pop_back();
       }
-      xsk_ring_prod__submit(&queue->fill, got);
-      if (bpf_map_update_elem(maps.xsks, &slot, &queue->fd, BPF_ANY) != 0)
+      xsk_ring_prod__submit(&qr.fill, got);
+      if (bpf_map_update_elem(maps.xsks, &slot, &qr.fd, BPF_ANY) != 0)
         return Status::error(fmt::format("cannot register the socket of {} queue {} in {}: {}",
                                          ports[pi].name, q, SF_MAP_XSKS, errno_text(errno)));
-      im.port_queues[pi].push_back(static_cast<uint32_t>(im.queues.size()));
-      im.queues.push_back(std::move(queue));
       ++slot;
     }
   }
@@ -356,7 +360,13 @@ class XskSink : public PacketSink {
         }
         xsk_ring_prod__submit(&q.tx, sent);
         q.tx_outstanding += sent;
-        kick_locked(q);
+        // Copy mode sends a bounded number of frames per sendto(); the
+        // socket may belong to another thread that is asleep in poll(), so
+        // kick until the ring is drained rather than leave frames waiting.
+        for (int kicks = 0; kicks < kMaxKicks && xsk_prod_nb_free(&q.tx, im_.config.ring_size) <
+                                                     im_.config.ring_size;
+             ++kicks)
+          kick_locked(q);
       }
       uint64_t bytes = 0;
       for (uint32_t i = 0; i < sent; ++i) bytes += descs[i].len;

@@ -22,8 +22,11 @@ thread_local int Switch::control_depth_ = 0;
 // outermost control operation of a thread.
 Switch::ControlLock::ControlLock(Switch& sw) : sw_(sw) {
   sw_.control_mutex_.lock();
-  if (control_depth_++ == 0)
+  if (control_depth_++ == 0) {
+    sw_.control_waiting_.fetch_add(1, std::memory_order_acq_rel);
     for (auto& m : sw_.datapath_mutexes_) m->lock();
+    sw_.control_waiting_.fetch_sub(1, std::memory_order_acq_rel);
+  }
 }
 
 Switch::ControlLock::~ControlLock() {
@@ -34,6 +37,7 @@ Switch::ControlLock::~ControlLock() {
 }
 
 void Switch::process(size_t datapath, std::span<Packet* const> batch, uint64_t now_ns) {
+  wait_for_control();
   std::lock_guard<std::mutex> lock(*datapath_mutexes_[datapath]);
   datapaths_[datapath]->process_batch(batch, now_ns);
 }

@@ -238,6 +238,11 @@ int run(const Options& opt) {
   for (size_t i = 0; i < ports.size(); ++i) {
     ports[i].ifindex = loader->interfaces()[i].ifindex;
     ports[i].n_queues = interface_rx_queues(ports[i].name);
+    if (ports[i].n_queues > SF_MAX_QUEUES)
+      return fail(fmt::format("{} has {} RX queues; softflowd serves at most {} per port "
+                              "(reduce them with `ethtool -L {} combined {}`)",
+                              ports[i].name, ports[i].n_queues, SF_MAX_QUEUES, ports[i].name,
+                              SF_MAX_QUEUES));
   }
 
   mirror = std::make_unique<MegaflowMirror>(loader->maps());

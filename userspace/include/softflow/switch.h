@@ -12,7 +12,9 @@
 #pragma once
 
 #include <memory>
+#include <atomic>
 #include <mutex>
+#include <thread>
 #include <optional>
 #include <span>
 #include <string>
@@ -60,6 +62,7 @@ class Switch {
   // returns, no packet it affects is still on its way out.
   template <typename Fn>
   void process(size_t datapath, std::span<Packet* const> batch, uint64_t now_ns, Fn&& after) {
+    wait_for_control();
     std::lock_guard<std::mutex> lock(*datapath_mutexes_[datapath]);
     datapaths_[datapath]->process_batch(batch, now_ns);
     after();
@@ -86,6 +89,13 @@ class Switch {
   explicit Switch(std::unique_ptr<ServiceSet> services) : services_(std::move(services)) {}
   void revalidate_all();
   DatapathStats total_stats_locked() const;
+  // A PMD thread re-takes its mutex microseconds after releasing it and
+  // std::mutex is not fair: it steps aside while a control operation is
+  // waiting for the datapath mutexes, so flow mods cannot be starved.
+  void wait_for_control() const {
+    while (control_waiting_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+  }
+  std::atomic<int> control_waiting_{0};
 
   class ControlLock {
    public:
