@@ -259,6 +259,12 @@ sf_start() {
 }
 
 # sf_launch [ARGS...]: starts softflowd in the background; does not wait.
+# The two-port patch panel most tests switch with: port 1 <-> port 2.
+sf_port_flows() {
+  printf '%s\n' "table=0,priority=10,in_port=1,actions=output:2" \
+    "table=0,priority=10,in_port=2,actions=output:1" >"$1"
+}
+
 sf_launch() {
   local i ports=()
   if [[ -n ${SF_PORT_ARGS+x} ]]; then

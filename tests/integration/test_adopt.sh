@@ -37,10 +37,7 @@ prog_maps() { bpftool prog show id "$1" -j | jq -c '.map_ids | sort'; }
 scenario() {
   local rc id1 id2
   sf_topology 2 || return 1
-  cat >"$SF_TMP/flows" <<EOF
-table=0,priority=10,in_port=1,actions=output:2
-table=0,priority=10,in_port=2,actions=output:1
-EOF
+  sf_port_flows "$SF_TMP/flows"
 
   # ---- adopting the hand-attached object
   sf_check "ip link attaches sf_xdp.bpf.o to both ports by hand" attach_by_hand "$SF_XDP_OBJ" 1 2

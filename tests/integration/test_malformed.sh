@@ -115,10 +115,7 @@ inject() {
 
 scenario() {
   sf_topology 2 || return 1
-  cat >"$SF_TMP/flows" <<EOF
-table=0,priority=10,in_port=1,actions=output:2
-table=0,priority=10,in_port=2,actions=output:1
-EOF
+  sf_port_flows "$SF_TMP/flows"
   sf_start --flows "$SF_TMP/flows" || return 1
   sf_check "ping h1 -> h2 before" sf_ping 1 2 2
   local kind

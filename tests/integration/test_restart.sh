@@ -55,10 +55,7 @@ cycle() {
 
 scenario() {
   sf_topology 2 || return 1
-  cat >"$SF_TMP/flows" <<EOT
-table=0,priority=10,in_port=1,actions=output:2
-table=0,priority=10,in_port=2,actions=output:1
-EOT
+  sf_port_flows "$SF_TMP/flows"
   cycle "shared bpffs" || return 1
   SF_PIN_DIR=/sys/fs/bpf/softflow-$SF_RUN
   cycle "bpffs of softflowd's own" || return 1

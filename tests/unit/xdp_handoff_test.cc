@@ -6,6 +6,7 @@
 
 #include <cstring>
 #include <map>
+#include <tuple>
 
 #include "sf_abi.h"
 #include "softflow/afxdp.h"
@@ -177,13 +178,23 @@ std::pair<uint32_t, uint32_t> only_megaflow(Switch& sw) {
   return ref;
 }
 
-TEST(XdpHint, AVerifiedMegaflowIdSkipsTheLookup) {
-  auto sw = make_switch("in_port=1,actions=output:2\nin_port=2,actions=output:1\n");
+// Two ports patched together; one packet from port 1 built the megaflow
+// whose id and generation XDP would hand over.
+class XdpHint : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    sw = make_switch("in_port=1,actions=output:2\nin_port=2,actions=output:1\n");
+    sw->datapath(0).set_sink(&sink);
+    Frame first(tcp_frame(1, 2));
+    run_one(*sw, first, 1);
+    std::tie(id, gen) = only_megaflow(*sw);
+  }
+  std::unique_ptr<Switch> sw;
   RecordingSink sink;
-  sw->datapath(0).set_sink(&sink);
-  Frame first(tcp_frame(1, 2));
-  run_one(*sw, first, 1);
-  const auto [id, gen] = only_megaflow(*sw);
+  uint32_t id = 0, gen = 0;
+};
+
+TEST_F(XdpHint, AVerifiedMegaflowIdSkipsTheLookup) {
   const DatapathStats before = sw->datapath(0).stats();
 
   Frame second(tcp_frame(1, 2, 2000));
@@ -200,13 +211,7 @@ TEST(XdpHint, AVerifiedMegaflowIdSkipsTheLookup) {
   EXPECT_EQ(sw->datapath(0).stats().xdp_megaflow_resolved, 1u);
 }
 
-TEST(XdpHint, AStaleOrWrongIdFallsBackToALookup) {
-  auto sw = make_switch("in_port=1,actions=output:2\nin_port=2,actions=output:1\n");
-  RecordingSink sink;
-  sw->datapath(0).set_sink(&sink);
-  Frame first(tcp_frame(1, 2));
-  run_one(*sw, first, 1);
-  const auto [id, gen] = only_megaflow(*sw);
+TEST_F(XdpHint, AStaleOrWrongIdFallsBackToALookup) {
 
   // A generation that is not the slot's.
   Frame stale(tcp_frame(1, 2));
