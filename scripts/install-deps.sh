@@ -13,10 +13,12 @@ PACKAGES=(
   libcli11-dev          # command-line parsing
   libfmt-dev            # formatting
   libabsl-dev           # absl::flat_hash_map for the megaflow subtables
+  libssl-dev            # the aes service: AES-128-CBC through OpenSSL's EVP API
   libbpf-dev libxdp-dev # loading the XDP program and its maps; AF_XDP sockets (xsk.h)
   bpftool               # BPF skeleton generation at build time
   iproute2 ethtool iputils-ping netcat-openbsd procps jq bc  # integration tests: netns, veth, traffic
   tcpdump               # reading pcaps in tests and by hand
+  curl                  # integration: HTTP clients through the load balancer
   python3
 )
 
