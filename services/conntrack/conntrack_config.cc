@@ -71,8 +71,11 @@ Config Config::from_json(const nlohmann::json& json) {
   if (!json.is_object()) bad("configuration must be a JSON object, got " + json.dump());
   for (const auto& [key, value] : json.items()) {
     if (key == "max_connections") {
-      if (!value.is_number_unsigned() || value.get<uint64_t>() == 0)
-        bad("'max_connections' must be a positive integer, got " + value.dump());
+      // Parsed JSON gives non-negative integers unsigned; built ones may be signed.
+      const bool positive = value.is_number_unsigned()  ? value.get<uint64_t>() > 0
+                            : value.is_number_integer() ? value.get<int64_t>() > 0
+                                                        : false;
+      if (!positive) bad("'max_connections' must be a positive integer, got " + value.dump());
       cfg.max_connections = value.get<uint64_t>();
     } else if (key == "tcp_midstream") {
       if (value == "strict") {
