@@ -331,5 +331,38 @@ TEST(Datapath, MalformedFramesAreCountedAndForwardedByWhatParsed) {
   EXPECT_EQ(h.ports().sent(2)[1].bytes, cut_l4);
 }
 
+// sf-bench --miss-rate: a quarter of the lookups take the slow path, the
+// output is what the cache would have given, and nothing new is installed.
+TEST_P(DatapathModes, SyntheticMissRateForcesEvenlySpreadUpcalls) {
+  auto run = [&](double rate, MemoryPorts& out) {
+    SwitchConfig cfg;
+    cfg.datapath.coalesce = GetParam();
+    cfg.datapath.synthetic_miss_rate = rate;
+    auto sw = Switch::create(cfg);
+    EXPECT_TRUE(sw) << sw.error();
+    Switch& s = *sw.value();
+    EXPECT_TRUE(s.add_flows(noop_pipeline(2)));
+    s.datapath().set_sink(&out);
+    FramePool pool(4 * kMaxBatch);
+    run_frames(s.datapath(), udp_frames(400), pool);
+    return std::make_pair(s.datapath().stats(), s.megaflow_count());
+  };
+  MemoryPorts plain_out({1, 2}), missing_out({1, 2});
+  const auto [plain, plain_flows] = run(0.0, plain_out);
+  const auto [missing, missing_flows] = run(0.25, missing_out);
+  EXPECT_TRUE(test::same_output(plain_out, missing_out));
+  EXPECT_EQ(plain.synthetic_misses, 0u);
+  EXPECT_EQ(missing.lookups, plain.lookups);
+  // Error diffusion: within one of rate x lookups.
+  const double expected = 0.25 * static_cast<double>(missing.lookups);
+  EXPECT_NEAR(static_cast<double>(missing.synthetic_misses), expected, 1.0);
+  // Every synthetic miss is an upcall; the real misses are at most those of
+  // the plain run (a synthetic miss may land on a lookup that missed anyway).
+  EXPECT_GE(missing.upcalls, missing.synthetic_misses);
+  EXPECT_LE(missing.upcalls - missing.synthetic_misses, plain.upcalls);
+  EXPECT_EQ(missing_flows, plain_flows);
+  EXPECT_EQ(missing.tx_packets, 400u);
+}
+
 }  // namespace
 }  // namespace softflow

@@ -102,6 +102,15 @@ void Datapath::classify(InFlight& f) {
     return;
   }
   ++stats_.lookups;
+  if (synthetic_miss()) {
+    ++stats_.synthetic_misses;
+    f.segment = 0;
+    f.builder = -1;
+    f.extend = nullptr;
+    f.megaflow = nullptr;
+    upcall(f);
+    return;
+  }
   // The XDP hash covers the stage-0 key; later stages hash here.
   const uint32_t hash = (p.hash != 0 && p.key.sf_stage == 0) ? p.hash : key_hash(p.key);
   MegaflowLookupStats ls;
@@ -121,6 +130,17 @@ void Datapath::classify(InFlight& f) {
   f.extend = nullptr;
   f.megaflow = nullptr;
   upcall(f);
+}
+
+// Error diffusion: every lookup adds the rate to a credit and misses when a
+// whole miss has accumulated, so any run of lookups misses within one of
+// rate x lookups, with no randomness to make benchmark runs differ.
+bool Datapath::synthetic_miss() {
+  if (config_.synthetic_miss_rate <= 0.0) return false;
+  miss_credit_ += config_.synthetic_miss_rate;
+  if (miss_credit_ < 1.0) return false;
+  miss_credit_ -= 1.0;
+  return true;
 }
 
 void Datapath::upcall(InFlight& f) {

@@ -1,25 +1,40 @@
-// sf-bench: the in-process benchmark.  Runs a pipeline on the real datapath
-// code over in-memory ports on one thread (no socket I/O): frames are loaded
-// into frame buffers, parsed, processed in batches of 32 and counted at the
-// output port, exactly as a PMD thread would do minus the rings.
+// sf-bench: the in-process benchmark.  Runs pipelines over traces on the real
+// datapath code with in-memory ports, on one thread, no socket I/O: frames are
+// loaded into frame buffers, parsed, processed in batches of 32 and counted at
+// the output, exactly as a PMD thread would do minus the rings.
 //
-//   sf-bench --pipeline D --stages 0-8 [--coalesce on|off|both] [--json]
+//   sf-bench --pipeline A,B,C --trace T1,T2,T3 --coalesce both
+//   sf-bench --pipeline D --stages 0-8 --coalesce both
+//   sf-bench --pipeline M --memload 0,1,2,4,8,16,32,64
+//   sf-bench --pipeline A --trace T2 --miss-rate 0,0.25,0.5,0.75,1
+//   sf-bench --flows my.flows --trace capture.pcap
 //
-// Configurations are measured side by side: every run visits every
+// Every configuration (pipeline x trace x coalescing x miss rate) gets its own
+// switch.  Configurations are measured side by side: each run visits every
 // configuration in turn, so machine noise hits them alike; each result is the
-// median of --runs runs (min and max shown).
+// median of --runs runs (min and max shown).  A warm-up pass builds the
+// megaflows first.  Each pass over a trace is a replay: the L4 ports are
+// replaced by a per-replay permutation (paper §7.1; --rewrite-ports off keeps
+// them) and timestamps move on, so stateful services see new connections and
+// time passing as they would with a generator looping over the trace.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
+#include "softflow/flow_syntax.h"
 #include "softflow/parse.h"
 #include "softflow/pipelines.h"
 #include "softflow/ports.h"
 #include "softflow/switch.h"
+#include "softflow/tracegen.h"
 
 namespace sf = softflow;
 
@@ -36,57 +51,166 @@ class CountingSink : public sf::PacketSink {
   uint64_t bytes = 0;
 };
 
-struct Config {
-  std::string pipeline;
-  int stages;
-  bool coalesce;
+// A trace in memory: the frames as generated or read, and the working copy a
+// replay rewrites.
+struct Trace {
+  std::string name;
+  std::vector<sf::Frame> original;
+  std::vector<sf::Frame> replay;  // original with this replay's ports
+  uint64_t span_ns = 0;           // last - first timestamp
+  double mean_size = 0;
+};
+
+struct Pipeline {
+  std::string name;  // "A", "D4", "M16", or a flow file's stem
+  std::vector<sf::FlowRule> rules;
 };
 
 struct Bench {
-  Config config;
+  const Pipeline* pipeline;
+  Trace* trace;
+  bool coalesce;
+  double miss_rate;
   std::unique_ptr<sf::Switch> sw;
   CountingSink sink;
   std::vector<double> ns_per_packet;
-  double lookups_per_packet = 0;
-  double upcalls_per_packet = 0;
+  uint64_t packets = 0;  // measured passes only
+  sf::DatapathStats before;
   uint64_t tx = 0;
 };
 
-// Parses "4", "0-8" or "0,2,4".
-std::vector<int> parse_stage_list(const std::string& text) {
+int fail(const std::string& msg) {
+  std::cerr << "sf-bench: " << msg << "\n";
+  return 1;
+}
+
+// Parses "4", "0-8" or "0,2,4" (integers within [lo, hi]).
+std::vector<int> parse_int_list(const std::string& what, const std::string& text, int lo, int hi) {
   std::vector<int> out;
-  size_t pos = 0;
-  while (pos <= text.size()) {
-    const size_t comma = text.find(',', pos);
-    const std::string item = text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-    const size_t dash = item.find('-');
-    const int lo = std::stoi(item.substr(0, dash));
-    const int hi = dash == std::string::npos ? lo : std::stoi(item.substr(dash + 1));
-    if (lo < 0 || hi < lo || hi >= SF_MAX_STAGES) throw std::invalid_argument(item);
-    for (int k = lo; k <= hi; ++k) out.push_back(k);
-    if (comma == std::string::npos) break;
-    pos = comma + 1;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    const size_t dash = item.find('-', 1);
+    size_t used = 0;
+    const int a = std::stoi(item.substr(0, dash), &used);
+    if (used != (dash == std::string::npos ? item.size() : dash)) throw std::invalid_argument(item);
+    const int b = dash == std::string::npos ? a : std::stoi(item.substr(dash + 1));
+    if (a < lo || b > hi || b < a)
+      throw std::invalid_argument(fmt::format("{} '{}': expected values in {}..{}", what, item, lo, hi));
+    for (int k = a; k <= b; ++k) out.push_back(k);
   }
+  if (out.empty()) throw std::invalid_argument(what + ": empty list");
   return out;
 }
 
-// One pass over the frames; returns elapsed nanoseconds.
+// Parses "0,0.1,0.5" or percentages "0,10%,50%" into fractions in [0, 1].
+std::vector<double> parse_rate_list(const std::string& text) {
+  std::vector<double> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    const bool percent = !item.empty() && item.back() == '%';
+    size_t used = 0;
+    double v = std::stod(percent ? item.substr(0, item.size() - 1) : item, &used);
+    if (used != item.size() - (percent ? 1 : 0)) throw std::invalid_argument(item);
+    if (percent) v /= 100.0;
+    if (v < 0.0 || v > 1.0) throw std::invalid_argument("miss rate '" + item + "' not in 0..1");
+    out.push_back(v);
+  }
+  if (out.empty()) throw std::invalid_argument("--miss-rate: empty list");
+  return out;
+}
+
+std::vector<std::string> split(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+sf::Result<std::string> read_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return sf::Status::error(path + ": cannot open: " + std::strerror(errno), EIO);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+sf::Result<std::unique_ptr<Trace>> load_trace(const std::string& name, const sf::TraceSpec& base,
+                                              const sf::TrafficSpec& udp) {
+  auto t = std::make_unique<Trace>();
+  t->name = name;
+  if (name == "udp") {
+    t->original = sf::udp_traffic(udp);
+  } else if (auto kind = sf::parse_trace_kind(name)) {
+    sf::TraceSpec spec = base;
+    spec.kind = *kind;
+    auto frames = sf::generate_trace_frames(spec, 1);
+    if (!frames) return sf::Status::error(name + ": " + frames.error());
+    t->original = std::move(frames.value());
+    t->name = std::string(sf::trace_kind_name(*kind));
+  } else {
+    auto reader = sf::PcapReader::open(name, 1);
+    if (!reader) return sf::Status::error(reader.error());
+    sf::Frame f;
+    while (reader.value()->next(f)) t->original.push_back(f);
+    if (!reader.value()->error().empty()) return sf::Status::error(reader.value()->error());
+    t->name = std::filesystem::path(name).stem().string();
+  }
+  if (t->original.empty()) return sf::Status::error(name + ": no packets");
+  uint64_t bytes = 0, first = UINT64_MAX, last = 0;
+  for (const sf::Frame& f : t->original) {
+    if (f.bytes.size() > sf::FramePool::kFrameSize - sf::FramePool::kHeadroom)
+      return sf::Status::error(fmt::format("{}: a frame of {} bytes is larger than a frame buffer", name,
+                                           f.bytes.size()));
+    bytes += f.bytes.size();
+    first = std::min(first, f.timestamp_ns);
+    last = std::max(last, f.timestamp_ns);
+  }
+  t->span_ns = last - first;
+  t->mean_size = static_cast<double>(bytes) / static_cast<double>(t->original.size());
+  t->replay = t->original;
+  return t;
+}
+
+// Prepares replay 'r' of a trace: ports permuted (unless disabled) and
+// timestamps moved past the previous replay's, so that time only goes forward.
+void prepare_replay(Trace& t, uint32_t r, bool rewrite_ports) {
+  const uint64_t shift = static_cast<uint64_t>(r) * (t.span_ns + 1'000'000'000ULL);
+  for (size_t i = 0; i < t.original.size(); ++i) {
+    sf::Frame& f = t.replay[i];
+    f.bytes = t.original[i].bytes;
+    f.timestamp_ns = t.original[i].timestamp_ns + shift;
+    if (rewrite_ports) sf::rewrite_l4_ports(std::span<uint8_t>(f.bytes), r);
+  }
+}
+
+// One pass over the frames; returns elapsed nanoseconds.  Megaflows expire
+// on the frames' clock, once a second, as a PMD thread does.
 double run_once(sf::Datapath& dp, const std::vector<sf::Frame>& frames, sf::FramePool& pool) {
   std::array<sf::Packet, sf::kMaxBatch> packets;
   std::array<sf::Packet*, sf::kMaxBatch> batch;
+  uint64_t last_expire = frames.front().timestamp_ns;
   const auto start = std::chrono::steady_clock::now();
   size_t i = 0;
   while (i < frames.size()) {
     size_t n = 0;
     while (n < sf::kMaxBatch && i < frames.size()) {
       const sf::Frame& f = frames[i++];
-      if (!pool.load(packets[n], f.bytes, f.port, f.timestamp_ns)) continue;  // cannot happen: sizes checked
+      if (!pool.load(packets[n], f.bytes, f.port, f.timestamp_ns)) continue;  // sizes checked at load
       sf::parse_packet(packets[n]);
       batch[n] = &packets[n];
       ++n;
     }
-    if (n) dp.process_batch({batch.data(), n}, frames[i - 1].timestamp_ns);
+    const uint64_t now = frames[i - 1].timestamp_ns;
+    if (n) dp.process_batch({batch.data(), n}, now);
     for (size_t k = 0; k < n; ++k) pool.release(packets[k]);
+    if (now >= last_expire + 1'000'000'000ULL) {
+      dp.expire(now);
+      last_expire = now;
+    }
   }
   const auto end = std::chrono::steady_clock::now();
   return static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(end - start).count());
@@ -98,122 +222,234 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+std::string drops_text(const sf::DatapathStats& a, const sf::DatapathStats& b, nlohmann::json& out) {
+  std::string text;
+  for (size_t r = 1; r < b.drops.size(); ++r) {
+    const uint64_t d = b.drops[r] - a.drops[r];
+    if (d == 0) continue;
+    const std::string name = sf::drop_reason_name(static_cast<sf::DropReason>(r));
+    out[name] = d;
+    text += fmt::format("{}{}={}", text.empty() ? "" : " ", name, d);
+  }
+  return text.empty() ? "-" : text;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"SoftFlow in-process benchmark (one thread, in-memory ports)"};
-  std::string pipeline = "D", stages_text = "4", coalesce_mode = "on";
+  std::string pipelines_text = "D", stages_text = "4", memload_text = "1", coalesce_mode = "on";
+  std::string traces_text, miss_text = "0", service_config_path, rewrite_mode = "on";
+  std::vector<std::string> flow_files;
   bool no_coalesce = false, json = false;
   sf::TrafficSpec traffic;
   traffic.flows = 10000;
   traffic.packets = 200000;
+  sf::TraceSpec trace_spec;
   int runs = 5;
-  app.add_option("--pipeline", pipeline, "pipeline (D)")->check(CLI::IsMember({"D"}));
-  app.add_option("--stages", stages_text, "noop stages: K, LO-HI or a list (0-8)");
+  uint64_t seed = 1;
+  size_t max_megaflows = sf::MegaflowCacheConfig{}.max_megaflows;
+  app.add_option("--pipeline", pipelines_text, "generated pipelines: A, B, C, D, M, comma-separated");
+  app.add_option("--flows", flow_files, "a flow file to run as a pipeline (repeatable)");
+  app.add_option("--stages", stages_text, "Pipeline D's noop stages: K, LO-HI or a list (0-8)");
+  app.add_option("--memload", memload_text, "Pipeline M's random reads per packet: N, LO-HI or a list");
+  app.add_option("--trace", traces_text,
+                 "traces, comma-separated: T1, T2, T3 (generated at --scale), udp (--flows-count UDP "
+                 "flows of --frame-size bytes) or a pcap file (default: T1 for A-C and flow files, udp "
+                 "for D and M)");
+  app.add_option("--scale", trace_spec.scale, "scale of the generated traces (1.0 = the paper's T1)")
+      ->check(CLI::Range(1e-4, 10.0));
+  app.add_option("--rounds", trace_spec.rounds, "T3's rounds of bursts (0: by --scale)");
   app.add_option("--coalesce", coalesce_mode, "stage coalescing: on, off or both")
       ->check(CLI::IsMember({"on", "off", "both"}));
   app.add_flag("--no-coalesce", no_coalesce, "same as --coalesce off");
-  app.add_option("--flows", traffic.flows, "distinct flows in the generated traffic")
+  app.add_option("--miss-rate", miss_text,
+                 "synthetic megaflow miss rates, e.g. 0,0.25,0.5 or 0,50%,100% (paper Figure 11)");
+  app.add_option("--rewrite-ports", rewrite_mode, "permute L4 ports on every replay: on or off")
+      ->check(CLI::IsMember({"on", "off"}));
+  app.add_option("--service-config", service_config_path, "service configuration (JSON)");
+  app.add_option("--max-megaflows", max_megaflows, "megaflow cache size limit");
+  app.add_option("--flows-count", traffic.flows, "udp trace: distinct flows")
       ->check(CLI::Range(size_t{1}, size_t{1} << 32));
-  app.add_option("--packets", traffic.packets, "packets per run")->check(CLI::Range(size_t{1}, size_t{1} << 32));
-  app.add_option("--frame-size", traffic.frame_size, "frame size in bytes (60-1792)")
+  app.add_option("--packets", traffic.packets, "udp trace: packets")->check(CLI::Range(size_t{1}, size_t{1} << 32));
+  app.add_option("--frame-size", traffic.frame_size, "udp trace: frame size in bytes (60-1792)")
       ->check(CLI::Range(size_t{60}, size_t{sf::FramePool::kFrameSize - sf::FramePool::kHeadroom}));
-  app.add_option("--runs", runs, "runs per configuration (median reported)")->check(CLI::Range(1, 1000));
-  app.add_option("--seed", traffic.seed, "seed for rules and traffic");
+  app.add_option("--runs", runs, "measured runs per configuration (median reported)")->check(CLI::Range(1, 1000));
+  app.add_option("--seed", seed, "seed for rules and traffic");
   app.add_flag("--json", json, "one JSON object per configuration");
   CLI11_PARSE(app, argc, argv);
   if (no_coalesce) coalesce_mode = "off";
+  traffic.seed = seed;
+  trace_spec.seed = seed;
 
-  std::vector<int> stage_list;
-  try {
-    stage_list = parse_stage_list(stages_text);
-  } catch (const std::exception&) {
-    std::cerr << "sf-bench: --stages '" << stages_text << "': expected K, LO-HI or K1,K2,... with 0 <= K < "
-              << SF_MAX_STAGES << "\n";
-    return 1;
-  }
-
-  std::vector<bool> modes;
-  if (coalesce_mode != "off") modes.push_back(true);
-  if (coalesce_mode != "on") modes.push_back(false);
-
-  const std::vector<sf::Frame> frames = sf::udp_traffic(traffic);
-  sf::FramePool pool(sf::kMaxBatch);
-
-  std::vector<std::unique_ptr<Bench>> benches;
-  for (int k : stage_list) {
-    for (bool coalesce : modes) {
-      auto b = std::make_unique<Bench>();
-      b->config = {pipeline, k, coalesce};
-      sf::SwitchConfig cfg;
-      cfg.datapath.coalesce = coalesce;
-      auto sw = sf::Switch::create(cfg);
-      if (!sw) {
-        std::cerr << "sf-bench: " << sw.error() << "\n";
-        return 1;
-      }
-      b->sw = std::move(sw.value());
-      if (sf::Status s = b->sw->add_flows(sf::pipeline_d(k, traffic.seed)); !s) {
-        std::cerr << "sf-bench: " << s.message() << "\n";
-        return 1;
-      }
-      b->sw->datapath().set_sink(&b->sink);
-      run_once(b->sw->datapath(), frames, pool);  // warm-up: builds the megaflows
-      benches.push_back(std::move(b));
+  // Service configuration.
+  nlohmann::json service_config = nlohmann::json::object();
+  if (!service_config_path.empty()) {
+    auto text = read_file(service_config_path);
+    if (!text) return fail(text.error());
+    try {
+      service_config = nlohmann::json::parse(*text);
+    } catch (const std::exception& e) {
+      return fail(service_config_path + ": invalid JSON: " + e.what());
     }
   }
 
-  for (int r = 0; r < runs; ++r) {
+  // Pipelines.
+  std::vector<std::unique_ptr<Pipeline>> pipelines;
+  bool needs_trace = false, needs_udp = false;
+  try {
+    for (const std::string& name : split(pipelines_text)) {
+      const auto kind = sf::pipeline_kind(name);
+      if (!kind) return fail("--pipeline '" + name + "': expected A, B, C, D or M");
+      std::vector<int> variants = {0};
+      if (*kind == sf::PipelineKind::kD) variants = parse_int_list("--stages", stages_text, 0, sf::kMaxNoopStages);
+      if (*kind == sf::PipelineKind::kM) variants = parse_int_list("--memload", memload_text, 0, 4096);
+      for (int v : variants) {
+        sf::PipelineOptions opt;
+        opt.kind = *kind;
+        opt.seed = seed;
+        if (*kind == sf::PipelineKind::kD) opt.stages = v;
+        if (*kind == sf::PipelineKind::kM) opt.memload = static_cast<uint32_t>(v);
+        auto rules = sf::pipeline_rules(opt);
+        if (!rules) return fail(fmt::format("pipeline {}: {}", name, rules.error()));
+        auto p = std::make_unique<Pipeline>();
+        p->name = sf::pipeline_name(*kind);
+        if (*kind == sf::PipelineKind::kD || *kind == sf::PipelineKind::kM) p->name += std::to_string(v);
+        p->rules = std::move(rules.value());
+        (*kind == sf::PipelineKind::kD || *kind == sf::PipelineKind::kM ? needs_udp : needs_trace) = true;
+        pipelines.push_back(std::move(p));
+      }
+    }
+  } catch (const std::exception& e) {
+    return fail(e.what());
+  }
+  for (const std::string& path : flow_files) {
+    auto text = read_file(path);
+    if (!text) return fail(text.error());
+    auto rules = sf::parse_flows(*text);
+    if (!rules) return fail(path + ": " + rules.error());
+    auto p = std::make_unique<Pipeline>();
+    p->name = std::filesystem::path(path).stem().string();
+    p->rules = std::move(rules.value());
+    needs_trace = true;
+    pipelines.push_back(std::move(p));
+  }
+  if (pipelines.empty()) return fail("nothing to run: give --pipeline or --flows");
+
+  // Traces.
+  if (traces_text.empty()) traces_text = needs_trace ? (needs_udp ? "T1,udp" : "T1") : "udp";
+  std::vector<std::unique_ptr<Trace>> traces;
+  for (const std::string& name : split(traces_text)) {
+    auto t = load_trace(name, trace_spec, traffic);
+    if (!t) return fail(t.error());
+    traces.push_back(std::move(t.value()));
+  }
+
+  std::vector<double> miss_rates;
+  try {
+    miss_rates = parse_rate_list(miss_text);
+  } catch (const std::exception& e) {
+    return fail(std::string("--miss-rate: ") + e.what());
+  }
+  std::vector<bool> modes;
+  if (coalesce_mode != "off") modes.push_back(true);
+  if (coalesce_mode != "on") modes.push_back(false);
+  const bool rewrite_ports = rewrite_mode == "on";
+
+  // Configurations, each with its own switch.
+  std::vector<std::unique_ptr<Bench>> benches;
+  for (const auto& p : pipelines) {
+    for (const auto& t : traces) {
+      for (bool coalesce : modes) {
+        for (double miss : miss_rates) {
+          auto b = std::make_unique<Bench>();
+          b->pipeline = p.get();
+          b->trace = t.get();
+          b->coalesce = coalesce;
+          b->miss_rate = miss;
+          sf::SwitchConfig cfg;
+          cfg.datapath.coalesce = coalesce;
+          cfg.datapath.synthetic_miss_rate = miss;
+          cfg.datapath.cache.max_megaflows = max_megaflows;
+          cfg.service_config = service_config;
+          auto sw = sf::Switch::create(cfg);
+          if (!sw) return fail(sw.error());
+          b->sw = std::move(sw.value());
+          if (sf::Status s = b->sw->add_flows(p->rules); !s) return fail(p->name + ": " + s.message());
+          b->sw->datapath().set_sink(&b->sink);
+          benches.push_back(std::move(b));
+        }
+      }
+    }
+  }
+
+  // Replay 0 warms every configuration up (builds megaflows); replays
+  // 1..runs are measured.
+  sf::FramePool pool(sf::kMaxBatch);
+  for (int r = 0; r <= runs; ++r) {
+    for (auto& t : traces) prepare_replay(*t, static_cast<uint32_t>(r), rewrite_ports);
     for (auto& b : benches) {
       sf::Datapath& dp = b->sw->datapath();
-      const sf::DatapathStats before = dp.stats();
-      const uint64_t tx_before = b->sink.packets;
-      const double ns = run_once(dp, frames, pool);
-      const sf::DatapathStats& after = dp.stats();
-      const double n = static_cast<double>(frames.size());
-      b->ns_per_packet.push_back(ns / n);
-      b->lookups_per_packet = static_cast<double>(after.lookups - before.lookups) / n;
-      b->upcalls_per_packet = static_cast<double>(after.upcalls - before.upcalls) / n;
-      b->tx = b->sink.packets - tx_before;
+      if (r == 1) {
+        b->before = dp.stats();
+        b->tx = b->sink.packets;
+      }
+      const double ns = run_once(dp, b->trace->replay, pool);
+      if (r == 0) continue;
+      b->ns_per_packet.push_back(ns / static_cast<double>(b->trace->replay.size()));
+      b->packets += b->trace->replay.size();
     }
   }
 
   if (!json) {
-    std::cout << fmt::format("# {} packets of {} bytes, {} flows, {} runs each (median, min-max)\n",
-                             frames.size(), traffic.frame_size, traffic.flows, runs);
-    std::cout << fmt::format("{:<8} {:>6} {:>8} {:>8} {:>17} {:>9} {:>11} {:>10} {:>9}\n", "pipeline",
-                             "stages", "coalesce", "Mpps", "(min-max)", "ns/pkt", "lookups/pkt",
-                             "megaflows", "tx/pkt");
+    std::cout << fmt::format("# {} runs each after a warm-up pass (median, min-max); ports {} per replay\n",
+                             runs, rewrite_ports ? "permuted" : "kept");
+    for (const auto& t : traces)
+      std::cout << fmt::format("# trace {}: {} packets, mean {:.0f} bytes\n", t->name, t->original.size(),
+                               t->mean_size);
+    std::cout << fmt::format("{:<9} {:<6} {:>8} {:>5} {:>7} {:>15} {:>8} {:>8} {:>8} {:>9} {:>6}  {}\n",
+                             "pipeline", "trace", "coalesce", "miss", "Mpps", "(min-max)", "ns/pkt",
+                             "lookups", "upcalls", "megaflows", "tx", "drops");
   }
   for (auto& b : benches) {
     const double ns = median(b->ns_per_packet);
     const double lo = *std::min_element(b->ns_per_packet.begin(), b->ns_per_packet.end());
     const double hi = *std::max_element(b->ns_per_packet.begin(), b->ns_per_packet.end());
+    const sf::DatapathStats& after = b->sw->datapath().stats();
+    const double n = static_cast<double>(b->packets);
+    const double lookups = static_cast<double>(after.lookups - b->before.lookups) / n;
+    const double upcalls = static_cast<double>(after.upcalls - b->before.upcalls) / n;
+    const double tx = static_cast<double>(b->sink.packets - b->tx) / n;
     const size_t megaflows = b->sw->megaflow_count();
-    const double tx_ratio = static_cast<double>(b->tx) / static_cast<double>(frames.size());
+    nlohmann::json drops = nlohmann::json::object();
+    const std::string drop_text = drops_text(b->before, after, drops);
     if (json) {
-      nlohmann::json j = {{"pipeline", b->config.pipeline},
-                          {"stages", b->config.stages},
-                          {"coalesce", b->config.coalesce},
-                          {"flows", traffic.flows},
-                          {"packets", frames.size()},
-                          {"frame_size", traffic.frame_size},
+      nlohmann::json j = {{"pipeline", b->pipeline->name},
+                          {"trace", b->trace->name},
+                          {"trace_packets", b->trace->original.size()},
+                          {"mean_frame_size", b->trace->mean_size},
+                          {"coalesce", b->coalesce},
+                          {"miss_rate", b->miss_rate},
                           {"runs", runs},
-                          {"seed", traffic.seed},
+                          {"seed", seed},
+                          {"scale", trace_spec.scale},
+                          {"rewrite_ports", rewrite_ports},
                           {"mpps", 1e3 / ns},
                           {"mpps_min", 1e3 / hi},
                           {"mpps_max", 1e3 / lo},
                           {"ns_per_packet", ns},
-                          {"lookups_per_packet", b->lookups_per_packet},
-                          {"upcalls_per_packet", b->upcalls_per_packet},
+                          {"lookups_per_packet", lookups},
+                          {"upcalls_per_packet", upcalls},
                           {"megaflows", megaflows},
-                          {"tx_per_packet", tx_ratio}};
+                          {"tx_per_packet", tx},
+                          {"drops", drops},
+                          {"services", b->sw->services().stats()}};
       std::cout << j.dump() << "\n";
     } else {
-      std::cout << fmt::format("{:<8} {:>6} {:>8} {:>8.3f} {:>17} {:>9.1f} {:>11.2f} {:>10} {:>9.2f}\n",
-                               b->config.pipeline, b->config.stages, b->config.coalesce ? "on" : "off",
-                               1e3 / ns, fmt::format("({:.3f}-{:.3f})", 1e3 / hi, 1e3 / lo), ns,
-                               b->lookups_per_packet, megaflows, tx_ratio);
+      std::cout << fmt::format("{:<9} {:<6} {:>8} {:>4.0f}% {:>7.3f} {:>15} {:>8.1f} {:>8.2f} {:>8.4f} {:>9} {:>6.2f}  {}\n",
+                               b->pipeline->name, b->trace->name, b->coalesce ? "on" : "off",
+                               b->miss_rate * 100, 1e3 / ns, fmt::format("({:.3f}-{:.3f})", 1e3 / hi, 1e3 / lo),
+                               ns, lookups, upcalls, megaflows, tx, drop_text);
     }
   }
   return 0;

@@ -32,6 +32,11 @@ namespace softflow {
 struct DatapathConfig {
   bool coalesce = true;
   MegaflowCacheConfig cache;
+  // Benchmarks only (sf-bench --miss-rate, the paper's Figure 11): this
+  // fraction of megaflow lookups is treated as a miss without looking, so
+  // the packet takes the slow path (xlate, build, install attempt, which
+  // finds the megaflow already there).  Spread evenly and deterministically.
+  double synthetic_miss_rate = 0.0;
 };
 
 struct DatapathStats {
@@ -49,6 +54,7 @@ struct DatapathStats {
   uint64_t emc_hits = 0;
   uint64_t megaflow_hits = 0;
   uint64_t upcalls = 0;        // lookups that missed: slow path
+  uint64_t synthetic_misses = 0;  // upcalls forced by synthetic_miss_rate
   uint64_t xlates = 0;         // slow-path translations (upcalls + coalescing builds)
   uint64_t subtables_searched = 0;
   uint64_t coalesced = 0;      // stage transitions taken without a lookup
@@ -143,6 +149,7 @@ class Datapath {
   Megaflow* xdp_resolved(Packet& p);
   void classify(InFlight& f);
   void upcall(InFlight& f);
+  bool synthetic_miss();
   void execute_actions(uint32_t index, InFlight& f, uint64_t now_ns);
   void run_services(std::span<const uint32_t> indexes);
   void reinject(InFlight& f, uint64_t now_ns);
@@ -161,6 +168,7 @@ class Datapath {
   OpenFlowTables& tables_;
   ServiceSet& services_;
   DatapathConfig config_;
+  double miss_credit_ = 0.0;  // synthetic_miss()
   PacketSink* sink_;
   MegaflowCache cache_;
   DatapathStats stats_;
