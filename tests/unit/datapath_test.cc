@@ -364,5 +364,32 @@ TEST_P(DatapathModes, SyntheticMissRateForcesEvenlySpreadUpcalls) {
   EXPECT_EQ(missing.tx_packets, 400u);
 }
 
+// A stateful service sees its packets in input order even when their
+// arguments differ: SYN (ACL allows, arg 1), SYN-ACK (arg 0), ACK (arg 1) in
+// one batch.  Grouping by argument would hand conntrack the ACK before the
+// SYN-ACK, and it would refuse it.
+TEST_P(DatapathModes, ServicesSeeTheirPacketsInInputOrder) {
+  SwitchHarness h(GetParam());
+  const uint8_t ct = test::service_id("conntrack");
+  ASSERT_TRUE(h.add({
+      rule(0, 300, match({{Field::kSfStage, 1}, {Field::kSfAction, ct}, {Field::kSfMetadata, 1}}),
+           {Action::goto_table(1)}),
+      rule(0, 100, match({{Field::kSfStage, 0}, {Field::kInPort, 1}}), {Action::softflow(ct, 1)}),
+      rule(0, 0, match({{Field::kSfStage, 0}}), {Action::softflow(ct, 0)}),
+      rule(1, 10, match({{Field::kInPort, 1}}), {Action::output(2)}),
+      rule(1, 10, match({{Field::kInPort, 2}}), {Action::output(1)}),
+  }));
+  const std::vector<Frame> handshake = {
+      frame(1, PacketBuilder().ipv4(kA, kB).tcp(40000, 80, kTcpSyn, 1000, 0).build(), 1000),
+      frame(2, PacketBuilder().ipv4(kB, kA).tcp(80, 40000, kTcpSyn | kTcpAck, 5000, 1001).build(), 1001),
+      frame(1, PacketBuilder().ipv4(kA, kB).tcp(40000, 80, kTcpAck, 1001, 5001).build(), 1002),
+      frame(1, PacketBuilder().ipv4(kA, kB).tcp(40000, 80, kTcpAck | kTcpPsh, 1001, 5001).payload("GET").build(), 1003),
+  };
+  h.run(handshake);  // one batch
+  EXPECT_EQ(h.ports().sent(2).size(), 3u) << test::drops_string(h.stats());
+  EXPECT_EQ(h.ports().sent(1).size(), 1u);
+  EXPECT_EQ(h.stats().total_drops(), 0u) << test::drops_string(h.stats());
+}
+
 }  // namespace
 }  // namespace softflow

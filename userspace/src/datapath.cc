@@ -229,28 +229,38 @@ void Datapath::execute_actions(uint32_t index, InFlight& f, uint64_t now_ns) {
 }
 
 void Datapath::run_services(std::span<const uint32_t> indexes) {
-  // Group by (service, argument), keeping input order inside each group and
-  // ordering groups by first appearance.
+  // Services keep state (connections, buckets), so each must see its packets
+  // in input order: packets of one connection in one batch may carry
+  // different arguments (a client's ACK allowed by the ACL, the server's
+  // SYN-ACK not).  Services run one after another in order of first
+  // appearance; each gets its packets in input order, split into runs of
+  // equal argument because a call carries one argument.
   std::array<bool, kMaxBatch> taken{};
   std::array<Packet*, kMaxBatch> group;
   for (size_t a = 0; a < indexes.size(); ++a) {
     if (taken[a]) continue;
-    const InFlight& lead = inflight_[indexes[a]];
-    const uint8_t service_id = lead.service;
-    const uint32_t arg = lead.pkt->sf_argument;
+    const uint8_t service_id = inflight_[indexes[a]].service;
+    Service* svc = services_.get(service_id);
     size_t n = 0;
+    uint32_t arg = 0;
+    auto flush = [&] {
+      if (n == 0) return;
+      if (svc != nullptr) svc->process({group.data(), n}, arg);
+      ++stats_.service_batches;
+      stats_.service_packets += n;
+      n = 0;
+    };
     for (size_t b = a; b < indexes.size(); ++b) {
-      const InFlight& f = inflight_[indexes[b]];
-      if (taken[b] || f.service != service_id || f.pkt->sf_argument != arg) continue;
+      InFlight& f = inflight_[indexes[b]];
+      if (taken[b] || f.service != service_id) continue;
       taken[b] = true;
-      materialize(indexes[b], inflight_[indexes[b]]);  // services may rewrite packets
+      if (n > 0 && f.pkt->sf_argument != arg) flush();
+      arg = f.pkt->sf_argument;
+      materialize(indexes[b], f);  // services may rewrite packets
       f.pkt->sf_coalesce = false;
       group[n++] = f.pkt;
     }
-    Service* svc = services_.get(service_id);
-    if (svc != nullptr) svc->process({group.data(), n}, arg);
-    ++stats_.service_batches;
-    stats_.service_packets += n;
+    flush();
   }
 }
 
