@@ -512,3 +512,72 @@ sf_finish() {
   ((TAP_PASSED == 0 && TAP_SKIPPED > 0)) && exit $KSFT_SKIP
   exit $KSFT_PASS
 }
+
+# ---- helpers for the service tests (firewall, balancer, aes) -----------------------
+
+# sf_wait_listen I tcp|udp PORT: waits (up to 5 s) until a socket in host I
+# listens on (is bound to) PORT.
+sf_wait_listen() {
+  local i flag
+  [[ $2 == udp ]] && flag=-Hlun || flag=-Hltn
+  for ((i = 0; i < 50; i++)); do
+    sf_h "$1" ss "$flag" "sport = :$3" | grep -q . && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on $2 port $3 in h$1"
+  return 1
+}
+
+# A small UDP tool (python3), run in a host with  sf_udp I MODE ARGS...
+#   recv ADDR PORT COUNT TIMEOUT [echo]: binds ADDR:PORT, prints each datagram
+#     received as one line of hex until COUNT arrived or TIMEOUT s passed; with
+#     "echo" answers each with "reply:" + the datagram.  Exit 0.
+#   send ADDR PORT WAIT HEX...: sends each payload (hex) from one socket; with
+#     WAIT > 0 waits up to WAIT s for a reply after each and prints it as hex
+#     ("-" when none came); exit 0 iff every reply came (or WAIT is 0).
+SF_UDP_PY='
+import socket, sys, time
+mode, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+if mode == "recv":
+    count, timeout = int(sys.argv[4]), float(sys.argv[5])
+    echo = sys.argv[6:7] == ["echo"]
+    s.bind((addr, port))
+    deadline, n = time.time() + timeout, 0
+    while n < count and time.time() < deadline:
+        s.settimeout(max(deadline - time.time(), 0.001))
+        try:
+            data, peer = s.recvfrom(65535)
+        except socket.timeout:
+            break
+        print(data.hex(), flush=True)
+        n += 1
+        if echo:
+            s.sendto(b"reply:" + data, peer)
+    sys.exit(0)
+wait, ok = float(sys.argv[4]), True
+for h in sys.argv[5:]:
+    s.sendto(bytes.fromhex(h), (addr, port))
+    if wait > 0:
+        s.settimeout(wait)
+        try:
+            print(s.recv(65535).hex(), flush=True)
+        except socket.timeout:
+            print("-", flush=True)
+            ok = False
+sys.exit(0 if ok else 1)
+'
+sf_udp() {
+  local i=$1
+  shift
+  sf_h "$i" python3 -c "$SF_UDP_PY" "$@"
+}
+
+# sf_hex TEXT: TEXT as hex (for sf_udp).
+sf_hex() { printf '%s' "$1" | od -An -v -tx1 | tr -d ' \n'; }
+
+# sf_service_stats NAME: the counters of service NAME (`sfctl --json
+# list-services`), as one JSON object.
+sf_service_stats() {
+  sfctl --json list-services | jq -c --arg n "$1" '.[] | select(.name == $n) | .stats'
+}
