@@ -106,7 +106,7 @@ print(json.dumps({"invocations": len(files), "ok": sum(per_backend.values()),
 '
 
 write_flows() {
-  local b i mac ip
+  local b i
   {
     echo "# ARP between real addresses: straight to the L2 table"
     echo "table=0,priority=100,sf_stage=0,arp,actions=goto_table:2"
