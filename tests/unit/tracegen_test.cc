@@ -366,6 +366,14 @@ TEST(TracegenTest, T1StatisticsNearThePaper) {
   // client or server may go unused by chance, so -10 %.
   EXPECT_LE(s.ips.size(), 110u);
   EXPECT_GE(s.ips.size(), 99u);
+  // Zipf-like server popularity: the busiest server has many times the
+  // conversations of the median one (Zipf(1) over 30 servers: ~15x).
+  std::map<uint32_t, size_t> per_server;
+  for (const auto& [tuple, n] : s.packets) ++per_server[std::get<2>(tuple)];
+  std::vector<size_t> server_counts;
+  for (const auto& [server, n] : per_server) server_counts.push_back(n);
+  std::sort(server_counts.begin(), server_counts.end());
+  EXPECT_GT(server_counts.back(), 3 * server_counts[server_counts.size() / 2]);
   for (uint32_t ip : s.ips) {
     const bool client = (ip >> 24) == 10, server = (ip & 0xfff00000) == 0xac100000;
     EXPECT_TRUE(client || server) << std::hex << ip;
@@ -586,7 +594,11 @@ TEST(TracegenReplayTest, PortMapIsABijectionAndIdentityForReplayZero) {
 }
 
 TEST(TracegenReplayTest, RewritingT1KeepsConversationsAndChecksums) {
-  const std::vector<Frame>& frames = trace(TraceKind::kT1);
+  // A smaller T1 than the shared one: this test parses every frame 3 times
+  // per replay.
+  auto generated = generate_trace_frames(TraceSpec{TraceKind::kT1, 0.004, 9, 0});
+  ASSERT_TRUE(generated);
+  const std::vector<Frame>& frames = *generated;
   const ConversationSummary original = summarize(frames);
   std::map<uint32_t, ConversationSummary> replays;
   for (uint32_t replay : {0u, 1u, 2u}) {
