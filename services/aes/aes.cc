@@ -43,6 +43,14 @@
 // (e.g. Pipeline B's NAT) must run after encryption and be undone before
 // decryption.  "iv": "<32 hex digits>" uses one fixed IV for every packet.
 //
+// Between an encryptor and its decryptor a TCP segment carries more bytes
+// than its sequence numbers account for; only the decrypted stream is
+// consistent again.
+//
+// stats(): encrypted, decrypted, bytes (ciphertext bytes through AES),
+// skipped, malformed, no_room, bad_padding, errors, bad_argument, iv ("flow"
+// or "fixed"), default_key (the public test key is in use).
+//
 // Configuration (the object under "aes"):
 //   key  32 hex digits, the AES-128 key.  Default: aes::kDefaultKey (the NIST
 //        SP 800-38A test key; stats() says default_key: true).
@@ -95,7 +103,8 @@ bool CbcCipher::init(const Block& key, bool encrypt) {
 }
 
 bool CbcCipher::crypt(const uint8_t* iv, const uint8_t* in, uint8_t* out, size_t len) {
-  if (ctx_ == nullptr || len % kBlockSize != 0 || len > static_cast<size_t>(INT32_MAX)) return false;
+  if (ctx_ == nullptr || len % kBlockSize != 0 || len > static_cast<size_t>(INT32_MAX))
+    return false;
   // Null cipher and key keep the key schedule; -1 keeps the direction.
   if (EVP_CipherInit_ex(ctx_, nullptr, nullptr, nullptr, iv, -1) != 1) return false;
   int written = 0;
@@ -164,8 +173,8 @@ int hex_digit(char c) {
 aes::Block parse_hex_block(const char* name, const nlohmann::json& value, bool secret) {
   const std::string shown = secret ? std::string("(value withheld)") : value.dump();
   if (!value.is_string())
-    throw std::runtime_error(std::string("aes: '") + name + "' must be a string of 32 hex digits, got " +
-                             shown);
+    throw std::runtime_error(std::string("aes: '") + name +
+                             "' must be a string of 32 hex digits, got " + shown);
   const std::string& text = value.get_ref<const std::string&>();
   aes::Block out{};
   bool ok = text.size() == 2 * aes::kBlockSize;
@@ -392,7 +401,8 @@ class AesService final : public Service {
       const uint8_t* last = payload + old_size - aes::kBlockSize;
       const uint8_t* chain = old_size == aes::kBlockSize ? iv.data() : last - aes::kBlockSize;
       aes::Block plain;
-      if (!ciphers.decrypt.crypt(chain, last, plain.data(), aes::kBlockSize)) return Outcome::kError;
+      if (!ciphers.decrypt.crypt(chain, last, plain.data(), aes::kBlockSize))
+        return Outcome::kError;
       const uint8_t pad = plain[aes::kBlockSize - 1];
       if (pad == 0 || pad > aes::kBlockSize) return Outcome::kBadPadding;
       for (size_t i = aes::kBlockSize - pad; i < aes::kBlockSize; ++i)
@@ -438,7 +448,8 @@ class AesService final : public Service {
       store_be16(ip + kIpv4TotalLenOffset, new_total);
       update_checksum16(ip + kIpv4ChecksumOffset, old_total, new_total);
     } else {
-      store_be16(ip + kIpv6PayloadLenOffset, static_cast<uint16_t>(new_end - l.l3 - kIpv6HeaderLen));
+      store_be16(ip + kIpv6PayloadLenOffset,
+                 static_cast<uint16_t>(new_end - l.l3 - kIpv6HeaderLen));
     }
     uint8_t* checksum = l4 + (l.udp ? kUdpChecksumOffset : kTcpChecksumOffset);
     if (l.udp) store_be16(l4 + kUdpLenOffset, new_l4_len);

@@ -9,19 +9,19 @@
 #include <algorithm>
 #include <cstdint>
 #include <optional>
+#include <ostream>
 #include <random>
 #include <string>
-#include <ostream>
 #include <thread>
 #include <vector>
 
+#include "../../tests/unit/test_util.h"
 #include "softflow/flow_syntax.h"
 #include "softflow/packet_builder.h"
 #include "softflow/parse.h"
 #include "softflow/ports.h"
 #include "softflow/service.h"
 #include "softflow/switch.h"
-#include "../../tests/unit/test_util.h"
 
 namespace softflow {
 namespace {
@@ -67,13 +67,12 @@ TEST(AesCipher, NistCbcAes128Encrypt) {  // F.2.1
 TEST(AesCipher, NistCbcAes128Decrypt) {  // F.2.2
   const std::vector<uint8_t> cipher = from_hex(kNistCipher);
   std::vector<uint8_t> out(cipher.size());
-  ASSERT_TRUE(aes::aes128_cbc(block_from_hex(kNistKey), block_from_hex(kNistIv), cipher, out, false));
+  ASSERT_TRUE(
+      aes::aes128_cbc(block_from_hex(kNistKey), block_from_hex(kNistIv), cipher, out, false));
   EXPECT_EQ(out, from_hex(kNistPlain));
 }
 
-TEST(AesCipher, DefaultKeyIsTheNistKey) {
-  EXPECT_EQ(aes::kDefaultKey, block_from_hex(kNistKey));
-}
+TEST(AesCipher, DefaultKeyIsTheNistKey) { EXPECT_EQ(aes::kDefaultKey, block_from_hex(kNistKey)); }
 
 TEST(AesCipher, InPlaceAndIvResetPerCall) {
   // The service reuses one context per thread and only resets the IV: two
@@ -172,7 +171,8 @@ uint16_t fold(uint32_t sum) {
   pseudo += l->proto + static_cast<uint32_t>(l4_len);
   if (l->proto == 17) {
     if (be16(f, l->l4 + 4) != l4_len)
-      return ::testing::AssertionFailure() << "UDP length " << be16(f, l->l4 + 4) << " != " << l4_len;
+      return ::testing::AssertionFailure()
+             << "UDP length " << be16(f, l->l4 + 4) << " != " << l4_len;
     if (be16(f, l->l4 + 6) == 0) return ::testing::AssertionSuccess();
   }
   if (fold(add_words(pseudo, &f[l->l4], l4_len)) != 0xffff)
@@ -222,13 +222,15 @@ std::vector<TestFrame> round_trip_frames(uint64_t seed) {
   for (size_t n : {0, 1, 15, 16, 17, 1400}) {
     const std::vector<uint8_t> payload = random_bytes(rng, n);
     const std::string len = std::to_string(n);
-    out.push_back({"udp4/" + len, PacketBuilder().ipv4(a4, b4).udp(5000, 53).payload(payload).build()});
+    out.push_back(
+        {"udp4/" + len, PacketBuilder().ipv4(a4, b4).udp(5000, 53).payload(payload).build()});
     out.push_back({"tcp4/" + len, PacketBuilder()
                                       .ipv4(a4, b4)
                                       .tcp(40000, 80, kTcpAck | kTcpPsh, seq += 1400, 77)
                                       .payload(payload)
                                       .build()});
-    out.push_back({"udp6/" + len, PacketBuilder().ipv6(a6, b6).udp(5000, 53).payload(payload).build()});
+    out.push_back(
+        {"udp6/" + len, PacketBuilder().ipv6(a6, b6).udp(5000, 53).payload(payload).build()});
     out.push_back({"tcp6/" + len, PacketBuilder()
                                       .ipv6(a6, b6)
                                       .tcp(40000, 443, kTcpAck, seq += 1400, 5)
@@ -239,8 +241,9 @@ std::vector<TestFrame> round_trip_frames(uint64_t seed) {
   // bytes (UDP 5 B -> 16 B), and grown past 60 (TCP 1 B, UDP 17 B).
   out.push_back({"udp4/5 padded to 60",
                  PacketBuilder().ipv4(a4, b4).udp(5000, 53).payload("hello").pad_to(60).build()});
-  out.push_back({"tcp4/1 padded to 60",
-                 PacketBuilder().ipv4(a4, b4).tcp(40000, 80, kTcpAck, 9, 9).payload("x").pad_to(60).build()});
+  out.push_back(
+      {"tcp4/1 padded to 60",
+       PacketBuilder().ipv4(a4, b4).tcp(40000, 80, kTcpAck, 9, 9).payload("x").pad_to(60).build()});
   out.push_back({"udp4/17 padded to 60", PacketBuilder()
                                              .ipv4(a4, b4)
                                              .udp(5000, 53)
@@ -248,12 +251,20 @@ std::vector<TestFrame> round_trip_frames(uint64_t seed) {
                                              .pad_to(60)
                                              .build()});
   // UDP without a checksum (IPv4 and IPv6).
-  out.push_back({"udp4/no checksum",
-                 PacketBuilder().ipv4(a4, b4).udp(7, 7).udp_no_checksum().payload(random_bytes(rng, 33)).build()});
-  out.push_back({"udp6/no checksum",
-                 PacketBuilder().ipv6(a6, b6).udp(7, 7).udp_no_checksum().payload(random_bytes(rng, 9)).build()});
+  out.push_back({"udp4/no checksum", PacketBuilder()
+                                         .ipv4(a4, b4)
+                                         .udp(7, 7)
+                                         .udp_no_checksum()
+                                         .payload(random_bytes(rng, 33))
+                                         .build()});
+  out.push_back({"udp6/no checksum", PacketBuilder()
+                                         .ipv6(a6, b6)
+                                         .udp(7, 7)
+                                         .udp_no_checksum()
+                                         .payload(random_bytes(rng, 9))
+                                         .build()});
   // Options, extension headers and a VLAN tag move the payload around.
-  const uint8_t ip_options[] = {0x94, 0x04, 0x00, 0x00};  // router alert
+  const uint8_t ip_options[] = {0x94, 0x04, 0x00, 0x00};                           // router alert
   const uint8_t tcp_options[] = {0x02, 0x04, 0x05, 0xb4, 0x01, 0x01, 0x04, 0x02};  // MSS, SACK ok
   out.push_back({"tcp4/options", PacketBuilder()
                                      .ipv4(a4, b4)
@@ -269,10 +280,12 @@ std::vector<TestFrame> round_trip_frames(uint64_t seed) {
                                                .udp(3, 4)
                                                .payload(random_bytes(rng, 50))
                                                .build()});
-  out.push_back({"vlan/udp4",
-                 PacketBuilder().vlan(10).ipv4(a4, b4).udp(9, 9).payload(random_bytes(rng, 31)).build()});
+  out.push_back(
+      {"vlan/udp4",
+       PacketBuilder().vlan(10).ipv4(a4, b4).udp(9, 9).payload(random_bytes(rng, 31)).build()});
   // Not transcoded: ICMP and a first IPv4 fragment pass through unchanged.
-  out.push_back({"icmp4", PacketBuilder().ipv4(a4, b4).icmp(8, 0, 0x10001).payload("ping").build()});
+  out.push_back(
+      {"icmp4", PacketBuilder().ipv4(a4, b4).icmp(8, 0, 0x10001).payload("ping").build()});
   out.push_back({"udp4 fragment", PacketBuilder()
                                       .ipv4(a4, b4)
                                       .ipv4_fragment(0, true)
@@ -291,7 +304,8 @@ bool transcodable(const std::vector<uint8_t>& f) {
 }
 
 // Checks an encrypted frame against its plaintext original.
-void expect_valid_ciphertext(const std::vector<uint8_t>& plain, const std::vector<uint8_t>& cipher) {
+void expect_valid_ciphertext(const std::vector<uint8_t>& plain,
+                             const std::vector<uint8_t>& cipher) {
   const Layout p = inspect(plain).value();
   const std::optional<Layout> c = inspect(cipher);
   ASSERT_TRUE(c);
@@ -380,12 +394,13 @@ TEST_P(AesRoundTrip, EncryptThenDecryptRestoresEveryFrame) {
     SCOPED_TRACE("frame " + std::to_string(i) + " (" + name + ")");
     const std::vector<uint8_t>& original = input[i].bytes;
     EXPECT_EQ(final_frames[i].bytes, original)
-        << "\n  got      " << test::hex_bytes(final_frames[i].bytes)
-        << "\n  expected " << test::hex_bytes(original);
+        << "\n  got      " << test::hex_bytes(final_frames[i].bytes) << "\n  expected "
+        << test::hex_bytes(original);
     if (transcodable(original)) {
       ++transcoded;
       expect_valid_ciphertext(original, middle[i].bytes);
-      if (const std::optional<Layout> c = inspect(middle[i].bytes)) ciphertext_bytes += c->end - c->payload;
+      if (const std::optional<Layout> c = inspect(middle[i].bytes))
+        ciphertext_bytes += c->end - c->payload;
     } else {
       EXPECT_EQ(middle[i].bytes, original) << "passed through unchanged";
     }
@@ -398,7 +413,8 @@ TEST_P(AesRoundTrip, EncryptThenDecryptRestoresEveryFrame) {
   EXPECT_EQ(dec.at("bad_padding").get<uint64_t>(), 0u);
   EXPECT_EQ(enc.at("bytes").get<uint64_t>(), ciphertext_bytes);
   EXPECT_EQ(dec.at("bytes").get<uint64_t>(), ciphertext_bytes);
-  EXPECT_EQ(enc.at("default_key").get<bool>(), !config.contains("aes") || !config["aes"].contains("key"));
+  EXPECT_EQ(enc.at("default_key").get<bool>(),
+            !config.contains("aes") || !config["aes"].contains("key"));
   if (tc.coalesce) {
     EXPECT_GT(encryptor->total_stats().coalesced, 0u);
     EXPECT_GT(decryptor->total_stats().coalesced, 0u);
@@ -409,10 +425,11 @@ TEST_P(AesRoundTrip, EncryptThenDecryptRestoresEveryFrame) {
 
 INSTANTIATE_TEST_SUITE_P(
     Aes, AesRoundTrip,
-    ::testing::Values(
-        RoundTripCase{true, "{}"}, RoundTripCase{false, "{}"},
-        RoundTripCase{true, R"({"aes": {"key": "000102030405060708090A0B0C0D0E0F", "iv": "flow"}})"},
-        RoundTripCase{false, R"({"aes": {"key": "000102030405060708090a0b0c0d0e0f",
+    ::testing::Values(RoundTripCase{true, "{}"}, RoundTripCase{false, "{}"},
+                      RoundTripCase{
+                          true,
+                          R"({"aes": {"key": "000102030405060708090A0B0C0D0E0F", "iv": "flow"}})"},
+                      RoundTripCase{false, R"({"aes": {"key": "000102030405060708090a0b0c0d0e0f",
                                           "iv": "f0e0d0c0b0a090807060504030201000"}})"}),
     [](const ::testing::TestParamInfo<RoundTripCase>& param) {
       return std::string(param.param.coalesce ? "Coalesce" : "NoCoalesce") + "_" +
@@ -569,7 +586,9 @@ TEST_F(AesServiceTest, BadPaddingVariantsAreLeftAlone) {
   blk[15] = 3;  // pad 3, but the byte before is not 3
   blk[14] = 3;
   frames.push_back(with_plain_block(blk));
-  frames.push_back(PacketBuilder().ipv4(1, 2).udp(1, 2).payload(std::string(20, 'c')).build());  // not whole blocks
+  frames.push_back(
+      PacketBuilder().ipv4(1, 2).udp(1, 2).payload(std::string(20, 'c')).build());  // not whole
+                                                                                    // blocks
   for (const auto& f : frames) {
     Packet p = load(f);
     EXPECT_EQ(run(*svc, p, 2), 0u);
@@ -633,7 +652,8 @@ TEST_F(AesServiceTest, EveryTruncationIsSafe) {
   }
   for (const auto& frame : frames) {
     for (size_t len = 0; len <= frame.size(); ++len) {
-      const std::vector<uint8_t> prefix(frame.begin(), frame.begin() + static_cast<std::ptrdiff_t>(len));
+      const std::vector<uint8_t> prefix(frame.begin(),
+                                        frame.begin() + static_cast<std::ptrdiff_t>(len));
       for (uint32_t arg : {1u, 2u}) {
         Packet p;
         ASSERT_TRUE(pool_.load(p, prefix, 1));
@@ -679,10 +699,15 @@ TEST_F(AesServiceTest, IvSchemes) {
 TEST_F(AesServiceTest, PassThroughCases) {
   auto svc = make();
   const std::vector<std::vector<uint8_t>> frames = {
-      PacketBuilder().ipv4(1, 2).tcp(1, 2, kTcpSyn).build(),               // no payload
-      PacketBuilder().ipv4(1, 2).icmp(8, 0).payload("ping").build(),       // not TCP/UDP
+      PacketBuilder().ipv4(1, 2).tcp(1, 2, kTcpSyn).build(),                       // no payload
+      PacketBuilder().ipv4(1, 2).icmp(8, 0).payload("ping").build(),               // not TCP/UDP
       PacketBuilder().arp(1, MacAddr{2, 0, 0, 0, 0, 1}, 1, MacAddr{}, 2).build(),  // not IP
-      PacketBuilder().ipv6(test::v6(1), test::v6(2)).ipv6_fragment(0, true).udp(1, 2).payload("12345678").build(),
+      PacketBuilder()
+          .ipv6(test::v6(1), test::v6(2))
+          .ipv6_fragment(0, true)
+          .udp(1, 2)
+          .payload("12345678")
+          .build(),
   };
   for (const auto& frame : frames) {
     for (uint32_t arg : {1u, 2u}) {
@@ -709,7 +734,8 @@ TEST(AesConfig, RejectsUnknownKeysAndBadValues) {
   const std::string short_key = error_of({{"key", "0011"}});
   EXPECT_NE(short_key.find("'key'"), std::string::npos) << short_key;
   EXPECT_EQ(short_key.find("0011"), std::string::npos) << "the key is not echoed: " << short_key;
-  EXPECT_NE(error_of({{"key", "zz0102030405060708090a0b0c0d0e0f"}}).find("'key'"), std::string::npos);
+  EXPECT_NE(error_of({{"key", "zz0102030405060708090a0b0c0d0e0f"}}).find("'key'"),
+            std::string::npos);
   EXPECT_NE(error_of({{"key", 42}}).find("'key'"), std::string::npos);
   const std::string bad_iv = error_of({{"iv", "random"}});
   EXPECT_NE(bad_iv.find("'iv'"), std::string::npos) << bad_iv;
@@ -733,8 +759,16 @@ TEST(AesThreads, ConcurrentEncryptionMatchesOneThread) {
   for (int i = 0; i < 96; ++i) {
     const std::vector<uint8_t> payload = random_bytes(rng, 1 + rng() % 1200);
     const uint16_t sport = static_cast<uint16_t>(1000 + rng() % 16);
-    frames.push_back(i % 2 ? PacketBuilder().ipv4(1, 2).tcp(sport, 80, kTcpAck, static_cast<uint32_t>(rng())).payload(payload).build()
-                           : PacketBuilder().ipv6(test::v6(1), test::v6(2)).udp(sport, 53).payload(payload).build());
+    frames.push_back(i % 2 ? PacketBuilder()
+                                 .ipv4(1, 2)
+                                 .tcp(sport, 80, kTcpAck, static_cast<uint32_t>(rng()))
+                                 .payload(payload)
+                                 .build()
+                           : PacketBuilder()
+                                 .ipv6(test::v6(1), test::v6(2))
+                                 .udp(sport, 53)
+                                 .payload(payload)
+                                 .build());
   }
   // Processes all frames in batches of kMaxBatch with 'argument'.
   auto transcode_all = [&svc](const std::vector<std::vector<uint8_t>>& in, uint32_t argument) {
@@ -775,8 +809,7 @@ TEST(AesThreads, ConcurrentEncryptionMatchesOneThread) {
   }
   for (std::thread& th : threads) th.join();
   for (int t = 0; t < kThreads; ++t) EXPECT_EQ(mismatches[t], 0) << "thread " << t;
-  EXPECT_EQ(svc->stats().at("encrypted").get<uint64_t>(),
-            (1 + kThreads * kRounds) * frames.size());
+  EXPECT_EQ(svc->stats().at("encrypted").get<uint64_t>(), (1 + kThreads * kRounds) * frames.size());
   EXPECT_EQ(svc->stats().at("errors").get<uint64_t>(), 0u);
 }
 
