@@ -1,6 +1,8 @@
 // ACLs (softflow/acl.h): range-to-prefix expansion checked against brute
 // force, the ClassBench converter on hand-written lines and on the real acl1
 // file, and the ClassBench-style generator's determinism and shape.
+#include "softflow/acl.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -11,7 +13,6 @@
 #include <set>
 #include <sstream>
 
-#include "softflow/acl.h"
 #include "softflow/flow_syntax.h"
 #include "test_util.h"
 
@@ -35,8 +36,7 @@ size_t brute_force_minimum(uint32_t lo, uint32_t hi, int bits) {
       if (!inside) continue;
       const uint64_t parent_size = size * 2;
       const uint64_t parent = start - start % parent_size;
-      const bool parent_inside =
-          len > 0 && parent >= lo && parent + parent_size - 1 <= hi;
+      const bool parent_inside = len > 0 && parent >= lo && parent + parent_size - 1 <= hi;
       if (!parent_inside) ++count;
     }
   }
@@ -79,7 +79,7 @@ TEST(AclRangeToPrefixes, EveryRangeOfSixBitNumbers) {
 
 TEST(AclRangeToPrefixes, ClassicSixteenBitRanges) {
   const std::vector<std::pair<uint32_t, uint32_t>> ranges = {
-      {0, 65535}, {1024, 65535}, {1025, 65535}, {1, 65534}, {0, 1023},  {80, 80},
+      {0, 65535},   {1024, 65535},  {1025, 65535}, {1, 65534}, {0, 1023},  {80, 80},
       {1300, 1350}, {61600, 61609}, {5001, 65535}, {1, 65535}, {0, 65534}, {32768, 32768}};
   for (const auto& [lo, hi] : ranges) {
     const std::vector<MaskedValue> p = range_to_prefixes(lo, hi);
@@ -236,7 +236,8 @@ TEST(AclMatches, CrossProductOfBothPortRangesIsExact) {
   r.dport_hi = 65535;
   r.proto = 6;
   const std::vector<Match> matches = parsed_matches(r);
-  EXPECT_EQ(matches.size(), range_to_prefixes(1000, 1030).size() * range_to_prefixes(1024, 65535).size());
+  EXPECT_EQ(matches.size(),
+            range_to_prefixes(1000, 1030).size() * range_to_prefixes(1024, 65535).size());
   std::mt19937_64 rng(test_seed(43));
   for (int i = 0; i < 20000; ++i) {
     const uint8_t proto = rng() % 4 ? 6 : 17;
@@ -246,8 +247,8 @@ TEST(AclMatches, CrossProductOfBothPortRangesIsExact) {
     const uint16_t sport = static_cast<uint16_t>(rng() % 2 ? 990 + rng() % 50 : rng());
     const uint16_t dport = static_cast<uint16_t>(rng() % 2 ? 1000 + rng() % 50 : rng());
     const FlowKey k = five_tuple(proto, src, dst, sport, dport);
-    const size_t hits = static_cast<size_t>(
-        std::count_if(matches.begin(), matches.end(), [&](const Match& m) { return m.matches(k); }));
+    const size_t hits = static_cast<size_t>(std::count_if(
+        matches.begin(), matches.end(), [&](const Match& m) { return m.matches(k); }));
     ASSERT_EQ(hits, acl_rule_matches(r, proto, src, dst, sport, dport) ? 1u : 0u)
         << "proto " << int(proto) << " " << src << ":" << sport << " -> " << dst << ":" << dport;
   }
@@ -305,16 +306,17 @@ TEST(AclClassBench, RealAcl1File) {
     const std::vector<Match> matches = parsed_matches(r);
     ASSERT_FALSE(matches.empty()) << format_classbench(r);
     expanded += matches.size();
-    const bool ports_any = r.sport_lo == 0 && r.sport_hi == 65535 && r.dport_lo == 0 &&
-                           r.dport_hi == 65535;
+    const bool ports_any =
+        r.sport_lo == 0 && r.sport_hi == 65535 && r.dport_lo == 0 && r.dport_hi == 65535;
     const size_t port_prefixes = range_to_prefixes(r.sport_lo, r.sport_hi).size() *
                                  range_to_prefixes(r.dport_lo, r.dport_hi).size();
     const size_t want = r.proto == 6 || r.proto == 17 ? port_prefixes
-                        : !r.proto && !ports_any     ? 2 * port_prefixes  // tcp and udp
-                                                     : 1;
+                        : !r.proto && !ports_any      ? 2 * port_prefixes  // tcp and udp
+                                                      : 1;
     ASSERT_EQ(matches.size(), want) << format_classbench(r);
     for (int i = 0; i < 20; ++i) {
-      const uint8_t proto = r.proto && rng() % 4 ? *r.proto : std::array<uint8_t, 3>{1, 6, 17}[rng() % 3];
+      const uint8_t proto =
+          r.proto && rng() % 4 ? *r.proto : std::array<uint8_t, 3>{1, 6, 17}[rng() % 3];
       // Inside the rule's prefix most of the time, anywhere now and then.
       const auto near = [&](uint32_t p, int len) -> uint32_t {
         if (len == 0 || rng() % 5 == 0) return static_cast<uint32_t>(rng());

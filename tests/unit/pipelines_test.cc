@@ -3,6 +3,8 @@
 // pipeline on a TCP handshake (forwarded back out the input port) and, for
 // the firewall, on an unsolicited SYN from a server (dropped).  Also the
 // sf-pipegen tool and scripts/gen-pipelines.sh.
+#include "softflow/pipelines.h"
+
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -15,7 +17,6 @@
 #include "softflow/acl.h"
 #include "softflow/flow_syntax.h"
 #include "softflow/parse.h"
-#include "softflow/pipelines.h"
 #include "test_util.h"
 
 namespace softflow {
@@ -218,18 +219,29 @@ TEST(PipelineRules, ServiceRulesAreTheOnesTheDesignNames) {
   const auto has = [](const std::string& text, const std::string& line) {
     return text.find("\n" + line + "\n") != std::string::npos;
   };
-  EXPECT_TRUE(has(a, "table=0,priority=100,sf_stage=1,sf_action=conntrack,sf_metadata=1,actions=goto_table:5"));
-  EXPECT_TRUE(has(a, "table=0,priority=100,sf_stage=1,sf_action=conntrack,sf_metadata=0,actions=drop"));
+  EXPECT_TRUE(has(
+      a, "table=0,priority=100,sf_stage=1,sf_action=conntrack,sf_metadata=1,actions=goto_table:5"));
+  EXPECT_TRUE(
+      has(a, "table=0,priority=100,sf_stage=1,sf_action=conntrack,sf_metadata=0,actions=drop"));
   EXPECT_TRUE(has(a, "table=2,priority=1,ip,nw_src=10.0.0.0/8,actions=softflow:conntrack:1"));
   EXPECT_TRUE(has(a, "table=2,priority=0,actions=softflow:conntrack:0"));
   EXPECT_TRUE(has(a, "table=2,priority=32,arp,actions=goto_table:5"));  // 30 ACL rules + 2
   EXPECT_TRUE(has(a, "table=5,priority=0,actions=in_port"));
-  EXPECT_TRUE(has(b, "table=0,priority=100,sf_stage=1,sf_action=conntrack,sf_metadata=1,actions=softflow:aes:1"));
-  EXPECT_TRUE(has(b, "table=0,priority=100,sf_stage=2,sf_action=aes,sf_metadata=1,actions=goto_table:3"));
+  EXPECT_TRUE(has(
+      b,
+      "table=0,priority=100,sf_stage=1,sf_action=conntrack,sf_metadata=1,actions=softflow:aes:1"));
+  EXPECT_TRUE(
+      has(b, "table=0,priority=100,sf_stage=2,sf_action=aes,sf_metadata=1,actions=goto_table:3"));
   EXPECT_TRUE(has(b, "table=0,priority=100,sf_stage=2,sf_action=aes,sf_metadata=0,actions=drop"));
-  EXPECT_TRUE(has(b, "table=3,priority=100,ip,nw_dst=172.0.0.0/8,actions=set_field:10.172.0.0/255.255.0.0->nw_dst,goto_table:5"));
-  EXPECT_TRUE(has(c, "table=0,priority=100,sf_stage=1,sf_action=conntrack,sf_metadata=1,actions=softflow:balancer:0"));
-  EXPECT_TRUE(has(c, "table=0,priority=100,sf_stage=2,sf_action=balancer,sf_metadata=7,ip,actions=mod_dl_dst:02:be:00:00:00:07,mod_nw_dst:192.168.100.17,goto_table:4"));
+  EXPECT_TRUE(has(b,
+                  "table=3,priority=100,ip,nw_dst=172.0.0.0/8,actions=set_field:10.172.0.0/"
+                  "255.255.0.0->nw_dst,goto_table:5"));
+  EXPECT_TRUE(has(c,
+                  "table=0,priority=100,sf_stage=1,sf_action=conntrack,sf_metadata=1,actions="
+                  "softflow:balancer:0"));
+  EXPECT_TRUE(has(c,
+                  "table=0,priority=100,sf_stage=2,sf_action=balancer,sf_metadata=7,ip,actions=mod_"
+                  "dl_dst:02:be:00:00:00:07,mod_nw_dst:192.168.100.17,goto_table:4"));
   for (int s = 0; s < 3; ++s)
     EXPECT_TRUE(has(d, "table=0,priority=100,sf_stage=" + std::to_string(s) +
                            ",ip,actions=softflow:noop:" + std::to_string(s)));
@@ -246,8 +258,9 @@ TEST(PipelineRules, FixedOutputPortAndClientCidr) {
   ASSERT_TRUE(text) << text.error();
   EXPECT_EQ(text->find("in_port"), std::string::npos);
   EXPECT_NE(text->find("table=5,priority=0,actions=output:7\n"), std::string::npos);
-  EXPECT_NE(text->find("table=2,priority=1,ip,nw_src=192.168.0.0/16,actions=softflow:conntrack:1\n"),
-            std::string::npos);
+  EXPECT_NE(
+      text->find("table=2,priority=1,ip,nw_src=192.168.0.0/16,actions=softflow:conntrack:1\n"),
+      std::string::npos);
   EXPECT_TRUE(parse_flows(*text)) << "parses";
 }
 
@@ -337,6 +350,19 @@ std::vector<uint8_t> tcp_frame(uint32_t src, uint32_t dst, uint16_t sport, uint1
       .build();
 }
 
+// SYN (in on the client's port), SYN-ACK (on the server's), ACK.
+std::vector<Frame> handshake(uint16_t client_port) {
+  return {
+      test::frame(kClientPort, tcp_frame(kClient, kServer, client_port, 80, kTcpSyn, 1000, 0),
+                  1000),
+      test::frame(kServerPort,
+                  tcp_frame(kServer, kClient, 80, client_port, kTcpSyn | kTcpAck, 5000, 1001),
+                  2000),
+      test::frame(kClientPort, tcp_frame(kClient, kServer, client_port, 80, kTcpAck, 1001, 5001),
+                  3000),
+  };
+}
+
 // The services, small: memload's block is 1 GiB by default.
 nlohmann::json service_config() { return {{"memload", {{"size", 1 << 20}}}}; }
 
@@ -357,21 +383,24 @@ TEST_P(PipelineSwitch, ForwardsAHandshakeBackOutTheInputPort) {
   ASSERT_TRUE(h.add(rules_of(o)));
 
   // One frame at a time, so a failure names the packet.
-  const std::vector<std::pair<const char*, Frame>> handshake = {
-      {"SYN", test::frame(kClientPort, tcp_frame(kClient, kServer, 40000, 80, kTcpSyn, 1000, 0), 1000)},
-      {"SYN-ACK", test::frame(kServerPort,
-                              tcp_frame(kServer, kClient, 80, 40000, kTcpSyn | kTcpAck, 5000, 1001),
-                              2000)},
-      {"ACK", test::frame(kClientPort, tcp_frame(kClient, kServer, 40000, 80, kTcpAck, 1001, 5001),
-                          3000)},
-  };
+  const std::vector<Frame> first = handshake(40000);
+  const char* names[] = {"SYN", "SYN-ACK", "ACK"};
   size_t sent = 0;
-  for (const auto& [name, frame] : handshake) {
-    h.run(std::vector<Frame>{frame});
-    ASSERT_EQ(test::total_sent(h.ports()), ++sent) << name << " dropped: " << test::drops_string(h.stats());
-    ASSERT_EQ(h.ports().sent(frame.port).size(), frame.port == kClientPort ? (sent + 1) / 2 : 1u)
-        << name << " left by the wrong port";
+  for (size_t i = 0; i < first.size(); ++i) {
+    h.run(std::vector<Frame>{first[i]});
+    ASSERT_EQ(test::total_sent(h.ports()), ++sent)
+        << names[i] << " dropped: " << test::drops_string(h.stats());
+    ASSERT_EQ(h.ports().sent(first[i].port).size(),
+              first[i].port == kClientPort ? (sent + 1) / 2 : 1u)
+        << names[i] << " left by the wrong port";
   }
+  // A second connection's handshake in one batch: a service must see a
+  // connection's packets in order even where they use different arguments
+  // (conntrack:1 for the client's ACK, :0 for the server's SYN-ACK before it).
+  h.run(handshake(40001));
+  ASSERT_EQ(test::total_sent(h.ports()), 6u)
+      << "a handshake in one batch: " << test::drops_string(h.stats());
+
   const Ipv4Tcp syn = read_tcp(h.ports().sent(kClientPort)[0].bytes);
   const Ipv4Tcp syn_ack = read_tcp(h.ports().sent(kServerPort)[0].bytes);
   ASSERT_TRUE(syn.ok && syn_ack.ok);
@@ -508,16 +537,19 @@ TEST_F(PipelineTool, ClassBenchFileAndErrors) {
                      << "@1.2.3.4/32 5.6.7.8/32 0 : 65535 1024 : 65535 0x06/0xFF 0x0000/0x0000\n";
   RunResult r = run(kPipegen + " --pipeline A --acl " + acl + " --acl-first --acl-rules 5");
   ASSERT_EQ(r.status, 0) << r.output;
-  EXPECT_NE(r.output.find("tcp,nw_src=1.2.3.4,nw_dst=5.6.7.8,tp_dst=1024/0xfc00,actions=softflow:conntrack:1"),
-            std::string::npos);
+  EXPECT_NE(
+      r.output.find(
+          "tcp,nw_src=1.2.3.4,nw_dst=5.6.7.8,tp_dst=1024/0xfc00,actions=softflow:conntrack:1"),
+      std::string::npos);
 
   std::ofstream(acl, std::ios::app) << "@1.2.3.4/32 5.6.7.8/32 0 : 65535 1024 : 65535 0x06\n";
   r = run(kPipegen + " --pipeline A --acl " + acl);
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find(acl + ": line 3: "), std::string::npos) << r.output;
 
-  for (const char* bad : {"--pipeline E", "--pipeline A --output-port x", "--pipeline A --client 1.2.3",
-                          "--pipeline D --stages 99", "--pipeline A --acl-first"}) {
+  for (const char* bad :
+       {"--pipeline E", "--pipeline A --output-port x", "--pipeline A --client 1.2.3",
+        "--pipeline D --stages 99", "--pipeline A --acl-first"}) {
     r = run(kPipegen + " " + bad);
     EXPECT_NE(r.status, 0) << bad;
     EXPECT_FALSE(r.output.empty()) << bad;

@@ -14,7 +14,9 @@ namespace softflow {
 
 namespace {
 
-constexpr uint32_t prefix_mask(int len) { return len <= 0 ? 0u : len >= 32 ? ~0u : ~0u << (32 - len); }
+constexpr uint32_t prefix_mask(int len) {
+  return len <= 0 ? 0u : len >= 32 ? ~0u : ~0u << (32 - len);
+}
 
 std::string ipv4_text(uint32_t a) {
   return std::to_string(a >> 24) + "." + std::to_string((a >> 16) & 0xff) + "." +
@@ -152,8 +154,8 @@ Result<AclRule> parse_classbench_line(std::string_view line) {
     if (!flags_mask) return flags_mask.status();
   }
   if (!in.at_end()) return in.error("unexpected text after the filter");
-  const bool ports_any = r.sport_lo == 0 && r.sport_hi == 65535 && r.dport_lo == 0 &&
-                         r.dport_hi == 65535;
+  const bool ports_any =
+      r.sport_lo == 0 && r.sport_hi == 65535 && r.dport_lo == 0 && r.dport_hi == 65535;
   if (r.proto && *r.proto != 6 && *r.proto != 17 && !ports_any)
     return Status::error("port ranges on protocol " + std::to_string(*r.proto) +
                          " (only TCP and UDP have ports)");
@@ -194,13 +196,20 @@ int draw_destination_len(std::mt19937_64& rng) {
   // acl1: /32 73 %, /22 10 %, /30 7 %, /31 5 %, /24-/28 1 %, and short
   // prefixes (/1../16, /0) 3 %.
   switch (weighted(rng, {727, 104, 70, 54, 13, 28, 4})) {
-    case 0: return 32;
-    case 1: return 22;
-    case 2: return 30;
-    case 3: return 31;
-    case 4: return 24 + static_cast<int>(rng() % 5);
-    case 5: return 1 + static_cast<int>(rng() % 16);
-    default: return 0;
+    case 0:
+      return 32;
+    case 1:
+      return 22;
+    case 2:
+      return 30;
+    case 3:
+      return 31;
+    case 4:
+      return 24 + static_cast<int>(rng() % 5);
+    case 5:
+      return 1 + static_cast<int>(rng() % 16);
+    default:
+      return 0;
   }
 }
 
@@ -233,10 +242,9 @@ std::vector<AddressPair> draw_address_pairs(std::mt19937_64& rng, size_t count) 
 // 18 % a range: mostly narrow blocks such as 1300:1350 or 61600:61609, some
 // open-ended ones such as 1024:65535.
 void draw_destination_ports(std::mt19937_64& rng, AclRule& r) {
-  static constexpr uint16_t kServices[] = {20,   21,   22,   23,   25,   53,   80,   110,
-                                           123,  135,  137,  139,  143,  161,  389,  443,
-                                           445,  465,  514,  993,  995,  1433, 1434, 1521,
-                                           1526, 1723, 3306, 3389, 5060, 5432, 8080, 8443};
+  static constexpr uint16_t kServices[] = {
+      20,  21,  22,  23,  25,  53,   80,   110,  123,  135,  137,  139,  143,  161,  389,  443,
+      445, 465, 514, 993, 995, 1433, 1434, 1521, 1526, 1723, 3306, 3389, 5060, 5432, 8080, 8443};
   switch (weighted(rng, {36, 36, 10, 14, 4})) {
     case 0:
       r.dport_lo = r.dport_hi = kServices[rng() % std::size(kServices)];
@@ -272,10 +280,18 @@ AclRule draw_rule(std::mt19937_64& rng, const std::vector<AddressPair>& pairs) {
   r.dst_len = p.dst_len;
   // acl1: TCP 91.5 %, UDP 4.9 %, ICMP 1.6 %, any 2 %.
   switch (weighted(rng, {915, 49, 16, 20})) {
-    case 0: r.proto = 6; break;
-    case 1: r.proto = 17; break;
-    case 2: r.proto = 1; break;
-    default: r.proto = std::nullopt; break;
+    case 0:
+      r.proto = 6;
+      break;
+    case 1:
+      r.proto = 17;
+      break;
+    case 2:
+      r.proto = 1;
+      break;
+    default:
+      r.proto = std::nullopt;
+      break;
   }
   if (r.proto == 6 || r.proto == 17) {
     draw_destination_ports(rng, r);
@@ -384,8 +400,8 @@ std::vector<AclRule> sample_acl(const std::vector<AclRule>& rules, size_t n, uin
 }
 
 Result<std::vector<std::string>> acl_matches(const AclRule& rule) {
-  const bool ports_any = rule.sport_lo == 0 && rule.sport_hi == 65535 && rule.dport_lo == 0 &&
-                         rule.dport_hi == 65535;
+  const bool ports_any =
+      rule.sport_lo == 0 && rule.sport_hi == 65535 && rule.dport_lo == 0 && rule.dport_hi == 65535;
   std::vector<std::string> protos;
   if (!rule.proto) {
     if (ports_any)
@@ -406,10 +422,9 @@ Result<std::vector<std::string>> acl_matches(const AclRule& rule) {
   }
   if (rule.src_len < 0 || rule.src_len > 32 || rule.dst_len < 0 || rule.dst_len > 32)
     return Status::error("prefix length outside 0..32");
-  const std::string addresses = prefix_match("nw_src", rule.src & prefix_mask(rule.src_len),
-                                             rule.src_len) +
-                                prefix_match("nw_dst", rule.dst & prefix_mask(rule.dst_len),
-                                             rule.dst_len);
+  const std::string addresses =
+      prefix_match("nw_src", rule.src & prefix_mask(rule.src_len), rule.src_len) +
+      prefix_match("nw_dst", rule.dst & prefix_mask(rule.dst_len), rule.dst_len);
   const std::vector<MaskedValue> sports = range_to_prefixes(rule.sport_lo, rule.sport_hi);
   const std::vector<MaskedValue> dports = range_to_prefixes(rule.dport_lo, rule.dport_hi);
   if (sports.empty() || dports.empty()) return Status::error("empty port range (LO > HI)");

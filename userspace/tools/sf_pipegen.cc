@@ -11,7 +11,6 @@
 // parsing it with the services this binary links, so what it writes loads
 // into softflowd, sf-offline and sf-bench.
 #include <CLI/CLI.hpp>
-
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -47,7 +46,8 @@ int main(int argc, char** argv) {
                  "stages), M (memload)")
       ->required();
   app.add_option("--seed", o.seed, "random seed (same seed, same file)")->capture_default_str();
-  app.add_option("--l2-rules", o.l2_rules, "random dl_dst rules in the ingress and output L2 tables")
+  app.add_option("--l2-rules", o.l2_rules,
+                 "random dl_dst rules in the ingress and output L2 tables")
       ->capture_default_str();
   app.add_option("--l3-rules", o.l3_rules, "random IPv4 prefixes in the L3 table")
       ->capture_default_str();

@@ -60,8 +60,8 @@ inline constexpr uint8_t kOutputL2 = 5;
 
 // Pipeline C's balancer buckets and the backend each maps to.
 inline constexpr int kBalancerBuckets = 8;
-uint32_t balancer_backend_ip(int bucket);    // 192.168.100.(10 + bucket)
-uint64_t balancer_backend_mac(int bucket);   // 02:be:00:00:00:0B, as a 48-bit integer
+uint32_t balancer_backend_ip(int bucket);   // 192.168.100.(10 + bucket)
+uint64_t balancer_backend_mac(int bucket);  // 02:be:00:00:00:0B, as a 48-bit integer
 
 struct PipelineOptions {
   PipelineKind kind = PipelineKind::kA;
@@ -78,8 +78,8 @@ struct PipelineOptions {
   // The clients' network: allowed to open connections (the ACL rule just
   // above the default).
   std::string client_cidr = "10.0.0.0/8";
-  int stages = 1;         // D: noop stages, 0..kMaxNoopStages
-  uint32_t memload = 1;   // M: the memload argument (random reads per packet)
+  int stages = 1;        // D: noop stages, 0..kMaxNoopStages
+  uint32_t memload = 1;  // M: the memload argument (random reads per packet)
   // Where packets leave: nullopt = back out the port they came in on (the
   // paper's setup; action in_port), else output:PORT.
   std::optional<uint32_t> output_port;
@@ -100,8 +100,7 @@ Result<std::vector<FlowRule>> pipeline_rules(const PipelineOptions& options);
 
 // Pipeline D with 'routes' L3 prefixes, output:out_port (pipeline_rules of
 // kind D).  Throws std::logic_error if the noop service is not linked in.
-std::vector<FlowRule> pipeline_d(int stages, uint64_t seed, int routes = 64,
-                                 uint32_t out_port = 2);
+std::vector<FlowRule> pipeline_d(int stages, uint64_t seed, int routes = 64, uint32_t out_port = 2);
 
 struct TrafficSpec {
   uint64_t seed = 1;
