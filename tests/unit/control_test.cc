@@ -564,26 +564,53 @@ TEST_F(ControlTest, ListServices) {
   EXPECT_TRUE(found) << j.result.dump();
 }
 
-TEST_F(ControlTest, ConnectionTrackingCommandsNeedAService) {
+TEST_F(ControlTest, ConnectionTrackingThroughConntrack) {
+  // The paper's Figure 4 firewall: port 1 may open TCP to port 80.
+  ASSERT_TRUE(call("add-flows", {"f"}, {},
+                   "table=0,priority=300,sf_stage=1,sf_action=conntrack,sf_metadata=1,actions=goto_table:1\n"
+                   "table=0,priority=100,sf_stage=0,in_port=1,tcp,tp_dst=80,actions=softflow:conntrack:1\n"
+                   "table=0,priority=0,sf_stage=0,actions=softflow:conntrack:0\n"
+                   "table=1,priority=10,in_port=1,actions=output:2\n"
+                   "table=1,priority=10,in_port=2,actions=output:1\n")
+                  .ok());
   Response r = call("ct-dump");
-  EXPECT_FALSE(r.ok());
-  EXPECT_NE(r.status, 0);
-  EXPECT_EQ(r.error, "no service in this switch tracks connections");
-  r = call("ct-flush");
-  EXPECT_FALSE(r.ok());
-  EXPECT_EQ(r.error, "no service in this switch tracks connections");
-
-  Init({{"test_conntable", {{"tracks", true}}}});
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.output, "");
+  const uint32_t a = ipv4_addr("10.0.0.1"), b = ipv4_addr("10.0.0.2");
+  process({test::frame(1, PacketBuilder().ipv4(a, b).tcp(40000, 80, kTcpSyn, 1000, 0).build()),
+           test::frame(2, PacketBuilder().ipv4(b, a).tcp(80, 40000, kTcpSyn | kTcpAck, 5000, 1001).build()),
+           test::frame(1, PacketBuilder().ipv4(a, b).tcp(40000, 80, kTcpAck, 1001, 5001).build())});
   r = call("ct-dump");
   ASSERT_TRUE(r.ok()) << r.error;
   EXPECT_EQ(r.output,
-            "udp,orig=(src=10.0.0.1,dst=10.0.0.2,sport=1000,dport=53)\n"
-            "udp,orig=(src=10.0.0.1,dst=10.0.0.2,sport=1001,dport=53)\n");
+            "tcp,orig=(src=10.0.0.1,dst=10.0.0.2,sport=40000,dport=80),"
+            "reply=(src=10.0.0.2,dst=10.0.0.1,sport=80,dport=40000),state=ESTABLISHED,"
+            "timeout=86400,packets=2/1,bytes=108/54\n");
+  r = call_json("ct-dump");
+  ASSERT_EQ(r.result["conntrack"].size(), 1u) << r.result.dump();
+  EXPECT_EQ(r.result["conntrack"][0]["state"], "ESTABLISHED");
+  r = call_json("ct-flush");
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.result["flushed"], 1);
+  EXPECT_EQ(call("ct-dump").output, "");
+}
+
+// Several services tracking: one line per connection, prefixed by the
+// service's name; a service's own text lines are printed as they are.
+TEST_F(ControlTest, ConnectionTrackingWithSeveralServices) {
+  Init({{"test_conntable", {{"tracks", true}}}});
+  Response r = call("ct-dump");
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.output,
+            "test_conntable: udp,orig=(src=10.0.0.1,dst=10.0.0.2,sport=1000,dport=53)\n"
+            "test_conntable: udp,orig=(src=10.0.0.1,dst=10.0.0.2,sport=1001,dport=53)\n");
   r = call_json("ct-dump");
   EXPECT_EQ(r.result["test_conntable"].size(), 2u);
+  EXPECT_EQ(r.result["conntrack"].size(), 0u);
   r = call_json("ct-flush");
   ASSERT_TRUE(r.ok()) << r.error;
   EXPECT_EQ(r.result["flushed"], 2);
+  EXPECT_EQ(r.result["services"]["conntrack"], 0);
   r = call("ct-dump");
   ASSERT_TRUE(r.ok()) << r.error;
   EXPECT_EQ(r.output, "");

@@ -445,6 +445,34 @@ Status no_connection_tracking() {
   return Status::error("no service in this switch tracks connections", EOPNOTSUPP);
 }
 
+// One connection in the shape of `ovs-appctl dpctl/dump-conntrack`:
+//   tcp,orig=(src=A,dst=B,sport=P,dport=Q),reply=(src=B,dst=A,sport=Q,dport=P),
+//   state=ESTABLISHED,timeout=86399,packets=3/2,bytes=180/120
+// for a service's JSON object with proto/src/dst/sport/dport (or id), state,
+// timeout_s and orig/reply counters; anything else is printed as it is.
+std::string connection_text(const Json& conn) {
+  if (!conn.is_object() || !conn.contains("proto") || !conn.contains("src") || !conn.contains("dst"))
+    return json_text(conn);
+  auto tuple = [&](const char* src, const char* dst, const char* sport, const char* dport) {
+    std::string t = fmt::format("src={},dst={}", json_text(conn[src]), json_text(conn[dst]));
+    if (conn.contains("sport") && conn.contains("dport"))
+      t += fmt::format(",sport={},dport={}", json_text(conn[sport]), json_text(conn[dport]));
+    if (conn.contains("id")) t += fmt::format(",id={}", json_text(conn["id"]));
+    return t;
+  };
+  std::string out = fmt::format("{},orig=({}),reply=({})", json_text(conn["proto"]),
+                                tuple("src", "dst", "sport", "dport"), tuple("dst", "src", "dport", "sport"));
+  if (conn.contains("state")) out += ",state=" + json_text(conn["state"]);
+  if (conn.contains("timeout_s")) out += ",timeout=" + json_text(conn["timeout_s"]);
+  auto counter = [&](const char* name) -> std::string {
+    const Json o = conn.value("orig", Json::object()), r = conn.value("reply", Json::object());
+    if (!o.contains(name) || !r.contains(name)) return "";
+    return fmt::format(",{}={}/{}", name, json_text(o[name]), json_text(r[name]));
+  };
+  out += counter("packets") + counter("bytes");
+  return out;
+}
+
 Response ct_dump(Controller& c, const Request&) {
   Switch& sw = c.sw();
   return sw.exclusive([&] {
@@ -459,7 +487,7 @@ Response ct_dump(Controller& c, const Request&) {
     for (const auto& [name, table] : result.items()) {
       const std::string prefix = result.size() > 1 ? name + ": " : "";
       if (table.is_array()) {
-        for (const Json& conn : table) out += prefix + json_text(conn) + "\n";
+        for (const Json& conn : table) out += prefix + connection_text(conn) + "\n";
       } else {
         out += prefix + json_text(table) + "\n";
       }
