@@ -529,6 +529,15 @@ TEST_F(PipelineTool, WritesTheLibrarysTextWithItsCommandInTheHeader) {
   auto rules = parse_flows(file.str());
   ASSERT_TRUE(rules) << rules.error();
   EXPECT_EQ(per_table(*rules).at(T::kIngress), 3u);
+
+  // Where the file goes is not part of it: the same options, the same bytes.
+  const std::string other = (dir_ / "d2.flows").string();
+  ASSERT_EQ(run(kPipegen + " --out=" + other + " --pipeline d --stages 2 --output-port 3").status,
+            0);
+  std::ifstream in2(other);
+  std::stringstream file2;
+  file2 << in2.rdbuf();
+  EXPECT_EQ(file2.str(), file.str());
 }
 
 TEST_F(PipelineTool, ClassBenchFileAndErrors) {

@@ -29,9 +29,19 @@ int fail(const std::string& msg) {
   return 1;
 }
 
+// The options that shaped the file, for its header: the command line
+// without --out, so the same options give the same bytes wherever they go.
 std::string command_line(int argc, char** argv) {
   std::string line = "sf-pipegen";
-  for (int i = 1; i < argc; ++i) line += std::string(" ") + argv[i];
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "--out") {
+      ++i;
+      continue;
+    }
+    if (arg.starts_with("--out=")) continue;
+    line += " " + std::string(arg);
+  }
   return line;
 }
 
