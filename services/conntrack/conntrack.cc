@@ -56,10 +56,12 @@ TimeoutClass connection_timeout_class(const Connection& c) {
 
 namespace {
 
-// Reclaiming: a little every batch; much more (rate-limited by packet time,
-// so a flood against a full table cannot make every batch pay for it) when
-// the table is full and a new connection may be waiting for room.
-constexpr size_t kSweepBudget = 64;
+// Reclaiming: a little every batch, in proportion to its size (a step is one
+// connection examined or one empty shard skipped); much more, rate-limited
+// by packet time so a flood against a full table cannot make every batch
+// pay for it, when the table is full and a new connection may need room.
+constexpr size_t kSweepBase = 8;
+constexpr size_t kSweepPerPacket = 4;
 constexpr size_t kFullSweepBudget = 4096;
 constexpr uint64_t kFullSweepIntervalNs = 100'000'000;
 
@@ -149,7 +151,7 @@ class ConntrackService final : public Service {
     newest = advance_clock(newest);
 
     BatchCounters counts{};
-    reclaim(newest, counts);
+    reclaim(newest, kSweepBase + kSweepPerPacket * batch.size(), counts);
     for (size_t i = 0; i < batch.size(); ++i) {
       Packet& pkt = *batch[i];
       const bool pass = decide(pkt, info[i], may_create, counts);
@@ -168,8 +170,7 @@ class ConntrackService final : public Service {
     return std::max(t, seen);
   }
 
-  void reclaim(uint64_t now, BatchCounters& counts) {
-    size_t budget = kSweepBudget;
+  void reclaim(uint64_t now, size_t budget, BatchCounters& counts) {
     if (table_.full()) {
       uint64_t allowed = next_full_sweep_ns_.load(std::memory_order_relaxed);
       if (now >= allowed && next_full_sweep_ns_.compare_exchange_strong(
