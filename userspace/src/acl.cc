@@ -223,9 +223,12 @@ struct AddressPair {
 // Sources come from one protected site /16 (acl1: 99 % from one /16);
 // destinations from a handful of /16 networks, some much busier than others.
 std::vector<AddressPair> draw_address_pairs(std::mt19937_64& rng, size_t count) {
-  const uint32_t site = static_cast<uint32_t>(rng()) & 0xffff0000u;
+  // The site's /16 lies in the traces' client network (10.0.0.0/8) and the
+  // protected /16s in their server network (172.16.0.0/12), so the rules meet
+  // the generated traffic (see pipelines.h's address plan).
+  const uint32_t site = 0x0a000000u | (static_cast<uint32_t>(rng()) & 0x00ff0000u);
   std::vector<uint32_t> networks(3 + count / 400);
-  for (uint32_t& n : networks) n = static_cast<uint32_t>(rng()) & 0xffff0000u;
+  for (uint32_t& n : networks) n = 0xac100000u | (static_cast<uint32_t>(rng()) & 0x000f0000u);
   std::vector<AddressPair> pairs(std::max<size_t>(1, count / 23));
   for (AddressPair& p : pairs) {
     p.src_len = draw_source_len(rng);

@@ -103,15 +103,33 @@ struct Route {
   uint64_t next_hop;
 };
 
-// Distinct random prefixes of lengths 8..32 with next-hop MACs drawn from
-// 'next_hops' (the output L2 table's addresses, so forwarded packets hit it).
+// Distinct random prefixes with next-hop MACs drawn from 'next_hops' (the
+// output L2 table's addresses, so forwarded packets hit it).  Half are of
+// lengths 8..32 anywhere; the other half fall inside the traces' networks
+// (clients 10.0.0.0/8, servers 172.16.0.0/12), with lengths from the
+// network's to 32: random tables only make megaflow masks specific where
+// traffic meets them, and a table the traffic never gets near would leave
+// the classifier nothing to do.
 std::vector<Route> random_routes(std::mt19937_64& rng, int n,
                                  const std::vector<uint64_t>& next_hops) {
+  struct Net {
+    uint32_t addr;
+    int len;
+  };
+  static constexpr Net kTrafficNets[] = {{0x0a000000u, 8}, {0xac100000u, 12}};
   std::vector<Route> routes;
   std::set<std::pair<uint32_t, int>> seen;
   while (static_cast<int>(routes.size()) < n) {
-    const int len = 8 + static_cast<int>(rng() % 25);
-    const uint32_t prefix = static_cast<uint32_t>(rng()) & prefix_mask(len);
+    int len;
+    uint32_t prefix;
+    if (rng() % 2 == 0) {
+      len = 8 + static_cast<int>(rng() % 25);
+      prefix = static_cast<uint32_t>(rng()) & prefix_mask(len);
+    } else {
+      const Net& net = kTrafficNets[rng() % std::size(kTrafficNets)];
+      len = net.len + static_cast<int>(rng() % static_cast<uint64_t>(33 - net.len));
+      prefix = (net.addr | (static_cast<uint32_t>(rng()) & ~prefix_mask(net.len))) & prefix_mask(len);
+    }
     const uint64_t hop = next_hops.empty() ? (rng() & 0xfcffffffffffULL) | 0x020000000000ULL
                                            : next_hops[rng() % next_hops.size()];
     if (seen.insert({prefix, len}).second) routes.push_back({prefix, len, hop});
