@@ -18,23 +18,30 @@
 // not pass); an ICMP error is related when it quotes a tracked connection,
 // without checking the quoted TCP sequence numbers; a TCP simultaneous open
 // (a SYN without ACK answering a SYN) is refused.
+#include "conntrack.h"
+
 #include <algorithm>
 
-#include "conntrack.h"
 #include "softflow/service.h"
 
 namespace softflow::conntrack {
 
 std::string_view connection_state_name(const Connection& c) {
   switch (c.key.kind) {
-    case ConnKind::kTcp: return tcp_state_name(tcp_state(c.tcp));
-    case ConnKind::kIcmpEcho: return c.simple == SimpleState::kMultiple ? "REPLIED" : "REQUESTED";
-    default: break;
+    case ConnKind::kTcp:
+      return tcp_state_name(tcp_state(c.tcp));
+    case ConnKind::kIcmpEcho:
+      return c.simple == SimpleState::kMultiple ? "REPLIED" : "REQUESTED";
+    default:
+      break;
   }
   switch (c.simple) {
-    case SimpleState::kFirst: return "FIRST";
-    case SimpleState::kSingle: return "SINGLE";
-    case SimpleState::kMultiple: return "MULTIPLE";
+    case SimpleState::kFirst:
+      return "FIRST";
+    case SimpleState::kSingle:
+      return "SINGLE";
+    case SimpleState::kMultiple:
+      return "MULTIPLE";
   }
   return "?";
 }
@@ -42,7 +49,8 @@ std::string_view connection_state_name(const Connection& c) {
 TimeoutClass connection_timeout_class(const Connection& c) {
   const SimpleState s = c.simple;
   switch (c.key.kind) {
-    case ConnKind::kTcp: return tcp_timeout_class(tcp_state(c.tcp));
+    case ConnKind::kTcp:
+      return tcp_timeout_class(tcp_state(c.tcp));
     case ConnKind::kUdp:
       return s == SimpleState::kFirst    ? TimeoutClass::kUdpFirst
              : s == SimpleState::kSingle ? TimeoutClass::kUdpSingle
@@ -83,21 +91,25 @@ enum Counter : size_t {
 };
 
 constexpr std::string_view kCounterNames[kCounters] = {
-    "passed",         "dropped",           "created",       "reopened",
-    "refused_no_connection", "refused_full", "invalid",     "invalid_tcp_flags",
-    "out_of_window",  "related",           "fragments",     "expired",
-    "flushed",
+    "passed",       "dropped", "created",           "reopened",      "refused_no_connection",
+    "refused_full", "invalid", "invalid_tcp_flags", "out_of_window", "related",
+    "fragments",    "expired", "flushed",
 };
 
 using BatchCounters = std::array<uint64_t, kCounters>;
 
 std::string proto_name(const ConnKey& key) {
   switch (key.proto) {
-    case 6: return "tcp";
-    case 17: return "udp";
-    case 1: return "icmp";
-    case 58: return "icmpv6";
-    default: return std::to_string(key.proto);
+    case 6:
+      return "tcp";
+    case 17:
+      return "udp";
+    case 1:
+      return "icmp";
+    case 58:
+      return "icmpv6";
+    default:
+      return std::to_string(key.proto);
   }
 }
 
@@ -183,10 +195,16 @@ class ConntrackService final : public Service {
   bool decide(const Packet& pkt, const PacketInfo& info, bool may_create, BatchCounters& counts) {
     using Kind = PacketInfo::Kind;
     switch (info.kind) {
-      case Kind::kInvalid: ++counts[kInvalid]; return false;
-      case Kind::kFragment: ++counts[kFragments]; return false;
-      case Kind::kIcmpError: return related(pkt, info, counts);
-      default: return track(pkt, info, may_create, counts);
+      case Kind::kInvalid:
+        ++counts[kInvalid];
+        return false;
+      case Kind::kFragment:
+        ++counts[kFragments];
+        return false;
+      case Kind::kIcmpError:
+        return related(pkt, info, counts);
+      default:
+        return track(pkt, info, may_create, counts);
     }
   }
 
@@ -234,10 +252,17 @@ class ConntrackService final : public Service {
           return true;
         }
         switch (tcp_update(c->tcp, dir, info.tcp)) {
-          case TcpVerdict::kPass: break;
-          case TcpVerdict::kInvalidFlags: ++counts[kInvalidTcpFlags]; return false;
-          case TcpVerdict::kOutOfWindow: ++counts[kOutOfWindow]; return false;
-          case TcpVerdict::kRefused: ++counts[kRefusedNoConnection]; return false;
+          case TcpVerdict::kPass:
+            break;
+          case TcpVerdict::kInvalidFlags:
+            ++counts[kInvalidTcpFlags];
+            return false;
+          case TcpVerdict::kOutOfWindow:
+            ++counts[kOutOfWindow];
+            return false;
+          case TcpVerdict::kRefused:
+            ++counts[kRefusedNoConnection];
+            return false;
         }
       } else if (dir == Dir::kReply) {
         c->simple = SimpleState::kMultiple;
@@ -274,8 +299,8 @@ class ConntrackService final : public Service {
     switch (info.kind) {
       case PacketInfo::Kind::kTcp:
         if (tcp_is_opening_syn(info.tcp.flags)) return true;
-        *midstream = config_.tcp_midstream == MidstreamPolicy::kLoose &&
-                     tcp_can_pick_up(info.tcp.flags);
+        *midstream =
+            config_.tcp_midstream == MidstreamPolicy::kLoose && tcp_can_pick_up(info.tcp.flags);
         return *midstream;
       case PacketInfo::Kind::kIcmpEcho:
         return info.icmp_dir == Dir::kOrig;  // a reply without a request opens nothing
@@ -291,8 +316,8 @@ class ConntrackService final : public Service {
 
   // (Re)initialises 'c' from the packet that opens it.
   static void start(Connection& c, const PacketInfo& info, uint64_t now, bool midstream) {
-    c.orig_is_low = info.kind == PacketInfo::Kind::kIcmpEcho ? info.key.icmp_requester == 0
-                                                             : info.from_low;
+    c.orig_is_low =
+        info.kind == PacketInfo::Kind::kIcmpEcho ? info.key.icmp_requester == 0 : info.from_low;
     c.simple = SimpleState::kFirst;
     c.counters[0] = c.counters[1] = DirCounters{};
     c.last_ns = now;

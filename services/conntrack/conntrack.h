@@ -152,10 +152,10 @@ struct TcpConn {
 struct TcpSegment {
   uint32_t seq = 0;
   uint32_t ack = 0;
-  uint16_t flags = 0;    // TcpFlags bits
-  uint16_t window = 0;   // raw, unscaled
-  uint32_t length = 0;   // payload bytes
-  int16_t wscale = -1;   // window scale option (-1: absent)
+  uint16_t flags = 0;   // TcpFlags bits
+  uint16_t window = 0;  // raw, unscaled
+  uint32_t length = 0;  // payload bytes
+  int16_t wscale = -1;  // window scale option (-1: absent)
 };
 
 enum class TcpVerdict : uint8_t { kPass, kInvalidFlags, kOutOfWindow, kRefused };
@@ -218,8 +218,8 @@ TimeoutClass connection_timeout_class(const Connection& c);
 // inside [data, data + len)).
 struct PacketInfo {
   enum class Kind : uint8_t {
-    kInvalid,    // not IP, or flagged by the parser
-    kFragment,   // a non-first IP fragment: no L4 header to track
+    kInvalid,   // not IP, or flagged by the parser
+    kFragment,  // a non-first IP fragment: no L4 header to track
     kTcp,
     kUdp,
     kIcmpEcho,   // echo request/reply (ICMP or ICMPv6)
@@ -227,8 +227,8 @@ struct PacketInfo {
     kOther,      // any other IP protocol (and other ICMP types): addresses only
   };
   Kind kind = Kind::kInvalid;
-  ConnKey key;           // the connection the packet belongs to (or the quoted one)
-  bool from_low = true;  // the packet's source is key's lower endpoint
+  ConnKey key;                // the connection the packet belongs to (or the quoted one)
+  bool from_low = true;       // the packet's source is key's lower endpoint
   Dir icmp_dir = Dir::kOrig;  // ICMP echo: request = orig, reply = reply
   bool quote_ok = false;      // ICMP error: the quoted packet made a key
   TcpSegment tcp;

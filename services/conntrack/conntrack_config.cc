@@ -93,12 +93,14 @@ Config Config::from_json(const nlohmann::json& json) {
           if (t.name == name) entry = &t;
         if (entry == nullptr) {
           std::string known;
-          for (const TimeoutDefault& t : kTimeouts) known += (known.empty() ? "" : ", ") + std::string(t.name);
+          for (const TimeoutDefault& t : kTimeouts)
+            known += (known.empty() ? "" : ", ") + std::string(t.name);
           bad("unknown timeout 'timeouts." + name + "' (known: " + known + ")");
         }
         if (!seconds.is_number() || !(seconds.get<double>() > 0) ||
             seconds.get<double>() > kMaxTimeoutSeconds)
-          bad("'timeouts." + name + "' must be a positive number of seconds, got " + seconds.dump());
+          bad("'timeouts." + name + "' must be a positive number of seconds, got " +
+              seconds.dump());
         cfg.timeout_ns[static_cast<size_t>(entry->cls)] =
             static_cast<uint64_t>(std::llround(seconds.get<double>() * 1e9));
       }

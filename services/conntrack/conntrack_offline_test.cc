@@ -141,7 +141,8 @@ class ConntrackOffline : public ::testing::Test {
   void expect_outputs(const Traffic& t, const std::string& name) {
     for (uint32_t port : {1u, 2u}) {
       SCOPED_TRACE("port " + std::to_string(port));
-      const std::vector<Frame> got = read_pcap(path("out-" + name + "/port-" + std::to_string(port) + ".pcap"));
+      const std::vector<Frame> got =
+          read_pcap(path("out-" + name + "/port-" + std::to_string(port) + ".pcap"));
       const std::vector<Frame>& want = t.expected_out[port];
       for (size_t i = 0; i < std::min(got.size(), want.size()); ++i) {
         EXPECT_EQ(got[i].bytes, want[i].bytes) << "frame " << i;
@@ -257,7 +258,8 @@ TEST_F(ConntrackOffline, ServiceConfigTakesEffect) {
   EXPECT_EQ(read_pcap(path("out-open/port-2.pcap")).size(), 6u);
 
   // A bad conntrack section stops sf-offline with a message naming the key.
-  std::ofstream(path("bad.json")) << R"({"conntrack": {"max_connections": 1, "tcp_midstreem": "loose"}})";
+  std::ofstream(path("bad.json"))
+      << R"({"conntrack": {"max_connections": 1, "tcp_midstreem": "loose"}})";
   const RunResult bad = run(t, "bad", "--service-config " + path("bad.json"));
   EXPECT_NE(bad.status, 0);
   EXPECT_NE(bad.output.find("tcp_midstreem"), std::string::npos) << bad.output;

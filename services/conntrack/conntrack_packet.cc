@@ -74,7 +74,8 @@ int make_key(ConnKey& key, ConnKind kind, uint8_t family, uint8_t proto, const u
 // so pings with the same id from either side are different connections.
 void make_echo_key(ConnKey& key, uint8_t family, const uint8_t* src, const uint8_t* dst,
                    uint16_t id, bool request) {
-  const int order = make_key(key, ConnKind::kIcmpEcho, family, icmp_proto(family), src, dst, id, id);
+  const int order =
+      make_key(key, ConnKind::kIcmpEcho, family, icmp_proto(family), src, dst, id, id);
   // The requester is the source of a request and the destination of a reply.
   const bool src_low = order <= 0;
   key.icmp_requester = order == 0 ? 0 : static_cast<uint8_t>(request ? !src_low : src_low);

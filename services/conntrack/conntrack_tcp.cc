@@ -40,7 +40,9 @@ constexpr uint64_t kMaxSpan = 1u << 30;
 inline bool seq_geq(uint32_t a, uint32_t b) { return static_cast<int32_t>(a - b) >= 0; }
 inline bool seq_gt(uint32_t a, uint32_t b) { return static_cast<int32_t>(a - b) > 0; }
 
-inline uint32_t span(uint64_t v) { return static_cast<uint32_t>(std::clamp<uint64_t>(v, 1, kMaxSpan)); }
+inline uint32_t span(uint64_t v) {
+  return static_cast<uint32_t>(std::clamp<uint64_t>(v, 1, kMaxSpan));
+}
 
 constexpr uint16_t kTcpCheckedFlags = kTcpFin | kTcpSyn | kTcpRst | kTcpPsh | kTcpAck | kTcpUrg;
 
@@ -143,9 +145,10 @@ TcpVerdict tcp_update(TcpConn& conn, Dir dir, const TcpSegment& seg) {
                              seq_geq(seg.seq, src.seq_end - span(dst.max_win));  // (2)
       if (!in_window) return TcpVerdict::kOutOfWindow;
       if (ack && !dst_unheard) {
-        const bool ack_ok = seq_geq(dst.seq_end, seg.ack) &&  // (3)
-                            seq_geq(seg.ack, dst.seq_end - span(std::max<uint64_t>(
-                                                               src.max_win, kMaxAckWindow)));  // (4)
+        const bool ack_ok =
+            seq_geq(dst.seq_end, seg.ack) &&  // (3)
+            seq_geq(seg.ack,
+                    dst.seq_end - span(std::max<uint64_t>(src.max_win, kMaxAckWindow)));  // (4)
         if (!ack_ok) return TcpVerdict::kOutOfWindow;
       }
     }
@@ -200,30 +203,45 @@ bool tcp_reusable(const TcpConn& conn) {
 
 std::string_view tcp_state_name(TcpState s) {
   switch (s) {
-    case TcpState::kSynSent: return "SYN_SENT";
-    case TcpState::kSynRecv: return "SYN_RECV";
-    case TcpState::kEstablished: return "ESTABLISHED";
-    case TcpState::kFinWait: return "FIN_WAIT";
-    case TcpState::kCloseWait: return "CLOSE_WAIT";
-    case TcpState::kClosing: return "CLOSING";
-    case TcpState::kLastAck: return "LAST_ACK";
-    case TcpState::kTimeWait: return "TIME_WAIT";
-    case TcpState::kClosed: return "CLOSED";
+    case TcpState::kSynSent:
+      return "SYN_SENT";
+    case TcpState::kSynRecv:
+      return "SYN_RECV";
+    case TcpState::kEstablished:
+      return "ESTABLISHED";
+    case TcpState::kFinWait:
+      return "FIN_WAIT";
+    case TcpState::kCloseWait:
+      return "CLOSE_WAIT";
+    case TcpState::kClosing:
+      return "CLOSING";
+    case TcpState::kLastAck:
+      return "LAST_ACK";
+    case TcpState::kTimeWait:
+      return "TIME_WAIT";
+    case TcpState::kClosed:
+      return "CLOSED";
   }
   return "?";
 }
 
 TimeoutClass tcp_timeout_class(TcpState s) {
   switch (s) {
-    case TcpState::kSynSent: return TimeoutClass::kTcpSynSent;
-    case TcpState::kSynRecv: return TimeoutClass::kTcpSynRecv;
-    case TcpState::kEstablished: return TimeoutClass::kTcpEstablished;
+    case TcpState::kSynSent:
+      return TimeoutClass::kTcpSynSent;
+    case TcpState::kSynRecv:
+      return TimeoutClass::kTcpSynRecv;
+    case TcpState::kEstablished:
+      return TimeoutClass::kTcpEstablished;
     case TcpState::kFinWait:
     case TcpState::kCloseWait:
     case TcpState::kClosing:
-    case TcpState::kLastAck: return TimeoutClass::kTcpFinWait;
-    case TcpState::kTimeWait: return TimeoutClass::kTcpTimeWait;
-    case TcpState::kClosed: return TimeoutClass::kTcpClosed;
+    case TcpState::kLastAck:
+      return TimeoutClass::kTcpFinWait;
+    case TcpState::kTimeWait:
+      return TimeoutClass::kTcpTimeWait;
+    case TcpState::kClosed:
+      return TimeoutClass::kTcpClosed;
   }
   return TimeoutClass::kTcpClosed;
 }

@@ -142,7 +142,8 @@ constexpr uint16_t kRstAck = kTcpRst | kTcpAck;
 // server's answers go through arg 0.
 ::testing::AssertionResult handshake(Service& svc, const TcpFlow& f, uint64_t ts = kSec) {
   if (!pass(svc, f.c(kTcpSyn, 1000, 0), 1, ts)) return ::testing::AssertionFailure() << "SYN";
-  if (!pass(svc, f.s(kSynAck, 5000, 1001), 0, ts)) return ::testing::AssertionFailure() << "SYN-ACK";
+  if (!pass(svc, f.s(kSynAck, 5000, 1001), 0, ts))
+    return ::testing::AssertionFailure() << "SYN-ACK";
   if (!pass(svc, f.c(kTcpAck, 1001, 5001), 1, ts)) return ::testing::AssertionFailure() << "ACK";
   return ::testing::AssertionSuccess();
 }
@@ -346,7 +347,8 @@ TEST_P(ConntrackTcp, InvalidFlagCombinationsAreRefused) {
   EXPECT_EQ(dump(svc()).size(), 0u);
   // Inside an established connection, with otherwise fine numbers.
   ASSERT_TRUE(handshake(svc(), f));
-  for (const auto& [name, flags] : bad) EXPECT_FALSE(pass(svc(), f.c(flags, 1001, 5001), 1)) << name;
+  for (const auto& [name, flags] : bad)
+    EXPECT_FALSE(pass(svc(), f.c(flags, 1001, 5001), 1)) << name;
   EXPECT_EQ(only_connection(svc())["state"], "ESTABLISHED");
   EXPECT_EQ(stat(svc(), "invalid_tcp_flags"), 2 * bad.size());
   EXPECT_TRUE(pass(svc(), f.c(kPshAck, 1001, 5001, "ok"), 1));
@@ -460,11 +462,19 @@ TEST(ConntrackMidstream, LoosePolicyPicksUpAllowedPackets) {
 
 std::vector<uint8_t> udp4(const char* src, const char* dst, uint16_t sport, uint16_t dport,
                           std::string_view payload = "udp") {
-  return PacketBuilder().ipv4(ipv4_addr(src), ipv4_addr(dst)).udp(sport, dport).payload(payload).build();
+  return PacketBuilder()
+      .ipv4(ipv4_addr(src), ipv4_addr(dst))
+      .udp(sport, dport)
+      .payload(payload)
+      .build();
 }
 std::vector<uint8_t> udp6(const char* src, const char* dst, uint16_t sport, uint16_t dport,
                           std::string_view payload = "udp") {
-  return PacketBuilder().ipv6(ipv6_addr(src), ipv6_addr(dst)).udp(sport, dport).payload(payload).build();
+  return PacketBuilder()
+      .ipv6(ipv6_addr(src), ipv6_addr(dst))
+      .udp(sport, dport)
+      .payload(payload)
+      .build();
 }
 
 TEST(ConntrackUdp, ReplyPassesOthersDoNot) {
@@ -588,15 +598,24 @@ TEST(ConntrackIcmp, EchoRequestAndReply) {
 // The IP header and first 8 L4 bytes of 'frame' (what an ICMP error quotes),
 // or 'keep' bytes of it.
 std::vector<uint8_t> quote(const std::vector<uint8_t>& frame, size_t keep) {
-  return std::vector<uint8_t>(frame.begin() + 14, frame.begin() + 14 + std::min(keep, frame.size() - 14));
+  return std::vector<uint8_t>(frame.begin() + 14,
+                              frame.begin() + 14 + std::min(keep, frame.size() - 14));
 }
 std::vector<uint8_t> icmp4_error(const char* src, const char* dst, uint8_t type, uint8_t code,
                                  const std::vector<uint8_t>& quoted) {
-  return PacketBuilder().ipv4(ipv4_addr(src), ipv4_addr(dst)).icmp(type, code, 0).payload(quoted).build();
+  return PacketBuilder()
+      .ipv4(ipv4_addr(src), ipv4_addr(dst))
+      .icmp(type, code, 0)
+      .payload(quoted)
+      .build();
 }
 std::vector<uint8_t> icmp6_error(const char* src, const char* dst, uint8_t type, uint8_t code,
                                  const std::vector<uint8_t>& quoted) {
-  return PacketBuilder().ipv6(ipv6_addr(src), ipv6_addr(dst)).icmpv6(type, code, 0).payload(quoted).build();
+  return PacketBuilder()
+      .ipv6(ipv6_addr(src), ipv6_addr(dst))
+      .icmpv6(type, code, 0)
+      .payload(quoted)
+      .build();
 }
 
 TEST(ConntrackIcmp, PortUnreachableQuotingATrackedUdpFlowIsRelated) {
@@ -691,10 +710,10 @@ TEST(ConntrackIcmp, Icmpv6ErrorQuotingATrackedFlowIsRelated) {
 
 TEST(ConntrackInvalid, NonIpMalformedAndFragments) {
   auto svc = make_conntrack();
-  const auto arp = PacketBuilder()
-                       .arp(1, mac("02:00:00:00:00:01"), ipv4_addr("10.0.0.1"), MacAddr{},
-                            ipv4_addr("10.0.0.2"))
-                       .build();
+  const auto arp =
+      PacketBuilder()
+          .arp(1, mac("02:00:00:00:00:01"), ipv4_addr("10.0.0.1"), MacAddr{}, ipv4_addr("10.0.0.2"))
+          .build();
   EXPECT_FALSE(pass(*svc, arp, 1));
   auto truncated = udp4("10.0.0.1", "10.0.0.2", 1, 2);
   truncated.resize(14 + 20 + 4);  // UDP header cut short
@@ -783,27 +802,25 @@ TEST(ConntrackTable, DumpAndFlush) {
   const auto tcp_syn_len = f.c(kTcpSyn, 1000, 0).size();
   const auto tcp_ack_len = f.c(kTcpAck, 1001, 5001).size();
   const auto tcp_synack_len = f.s(kSynAck, 5000, 1001).size();
-  EXPECT_EQ(by_proto["tcp"],
-            (json{{"proto", "tcp"},
-                  {"src", "10.0.0.1"},
-                  {"dst", "10.0.0.2"},
-                  {"sport", 40000},
-                  {"dport", 80},
-                  {"state", "ESTABLISHED"},
-                  {"timeout_s", 86400},
-                  {"orig", {{"packets", 2}, {"bytes", tcp_syn_len + tcp_ack_len}}},
-                  {"reply", {{"packets", 1}, {"bytes", tcp_synack_len}}}}));
+  EXPECT_EQ(by_proto["tcp"], (json{{"proto", "tcp"},
+                                   {"src", "10.0.0.1"},
+                                   {"dst", "10.0.0.2"},
+                                   {"sport", 40000},
+                                   {"dport", 80},
+                                   {"state", "ESTABLISHED"},
+                                   {"timeout_s", 86400},
+                                   {"orig", {{"packets", 2}, {"bytes", tcp_syn_len + tcp_ack_len}}},
+                                   {"reply", {{"packets", 1}, {"bytes", tcp_synack_len}}}}));
   const auto udp_len = udp4("10.0.0.1", "10.0.0.3", 5000, 6000, "12345").size();
-  EXPECT_EQ(by_proto["udp"],
-            (json{{"proto", "udp"},
-                  {"src", "10.0.0.1"},
-                  {"dst", "10.0.0.3"},
-                  {"sport", 5000},
-                  {"dport", 6000},
-                  {"state", "FIRST"},
-                  {"timeout_s", 60},
-                  {"orig", {{"packets", 1}, {"bytes", udp_len}}},
-                  {"reply", {{"packets", 0}, {"bytes", 0}}}}));
+  EXPECT_EQ(by_proto["udp"], (json{{"proto", "udp"},
+                                   {"src", "10.0.0.1"},
+                                   {"dst", "10.0.0.3"},
+                                   {"sport", 5000},
+                                   {"dport", 6000},
+                                   {"state", "FIRST"},
+                                   {"timeout_s", 60},
+                                   {"orig", {{"packets", 1}, {"bytes", udp_len}}},
+                                   {"reply", {{"packets", 0}, {"bytes", 0}}}}));
   EXPECT_EQ(by_proto["icmp"]["id"], 3);
   EXPECT_EQ(by_proto["icmp"]["state"], "REPLIED");
   EXPECT_EQ(by_proto["icmp"]["dst"], "10.0.0.4");
@@ -834,8 +851,12 @@ TEST(ConntrackThreads, ConcurrentThreadsKeepCountsExact) {
   constexpr int kPerThread = 300;
   constexpr int kShared = 8;
   constexpr int kSharedRounds = 50;
-  auto shared_orig = [](int i) { return udp4("10.8.0.1", "10.8.0.2", static_cast<uint16_t>(7000 + i), 53); };
-  auto shared_reply = [](int i) { return udp4("10.8.0.2", "10.8.0.1", 53, static_cast<uint16_t>(7000 + i)); };
+  auto shared_orig = [](int i) {
+    return udp4("10.8.0.1", "10.8.0.2", static_cast<uint16_t>(7000 + i), 53);
+  };
+  auto shared_reply = [](int i) {
+    return udp4("10.8.0.2", "10.8.0.1", 53, static_cast<uint16_t>(7000 + i));
+  };
   for (int i = 0; i < kShared; ++i) ASSERT_TRUE(pass(*svc, shared_orig(i), 1));
 
   std::vector<int> failures(kThreads, 0);
@@ -856,7 +877,8 @@ TEST(ConntrackThreads, ConcurrentThreadsKeepCountsExact) {
         if (!pass(*svc, f.s(kSynAck, 5000, 1001), 0)) ++failures[t];
         if (!pass(*svc, f.c(kPshAck, 1001, 5001, "hello"), 1)) ++failures[t];
         if (!pass(*svc, f.s(kPshAck, 5001, 1006, "world"), 0)) ++failures[t];
-        const auto u = udp4("10.2.0.0", "10.3.0.0", static_cast<uint16_t>(t), static_cast<uint16_t>(i));
+        const auto u =
+            udp4("10.2.0.0", "10.3.0.0", static_cast<uint16_t>(t), static_cast<uint16_t>(i));
         if (!pass(*svc, u, 1)) ++failures[t];
         if (i < kSharedRounds) {
           for (bool ok : run_batch(*svc, orig, 1, kSec)) failures[t] += !ok;
@@ -918,11 +940,11 @@ TEST(ConntrackConfig, BadConfigurationNamesTheKey) {
 TEST(ConntrackConfig, EveryTimeoutCanBeSet) {
   json timeouts = json::object();
   for (const char* name : {"tcp_syn_sent", "tcp_syn_recv", "tcp_established", "tcp_fin_wait",
-                           "tcp_time_wait", "tcp_closed", "udp_first", "udp_single",
-                           "udp_multiple", "icmp_first", "icmp_reply", "other_first",
-                           "other_multiple"})
+                           "tcp_time_wait", "tcp_closed", "udp_first", "udp_single", "udp_multiple",
+                           "icmp_first", "icmp_reply", "other_first", "other_multiple"})
     timeouts[name] = 7;
-  auto svc = make_conntrack({{"max_connections", 10}, {"tcp_midstream", "strict"}, {"timeouts", timeouts}});
+  auto svc = make_conntrack(
+      {{"max_connections", 10}, {"tcp_midstream", "strict"}, {"timeouts", timeouts}});
   ASSERT_NE(svc, nullptr);
   TcpFlow f;
   ASSERT_TRUE(handshake(*svc, f));
