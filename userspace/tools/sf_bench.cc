@@ -238,7 +238,7 @@ std::string drops_text(const sf::DatapathStats& a, const sf::DatapathStats& b, n
 
 int main(int argc, char** argv) {
   CLI::App app{"SoftFlow in-process benchmark (one thread, in-memory ports)"};
-  std::string pipelines_text = "D", stages_text = "4", memload_text = "1", coalesce_mode = "on";
+  std::string pipelines_text, stages_text = "4", memload_text = "1", coalesce_mode = "on";
   std::string traces_text, miss_text = "0", service_config_path, rewrite_mode = "on";
   std::vector<std::string> flow_files;
   bool no_coalesce = false, json = false;
@@ -249,7 +249,8 @@ int main(int argc, char** argv) {
   int runs = 5;
   uint64_t seed = 1;
   size_t max_megaflows = sf::MegaflowCacheConfig{}.max_megaflows;
-  app.add_option("--pipeline", pipelines_text, "generated pipelines: A, B, C, D, M, comma-separated");
+  auto* pipeline_opt =
+      app.add_option("--pipeline", pipelines_text, "generated pipelines: A, B, C, D, M, comma-separated (default D)");
   app.add_option("--flows", flow_files, "a flow file to run as a pipeline (repeatable)");
   app.add_option("--stages", stages_text, "Pipeline D's noop stages: K, LO-HI or a list (0-8)");
   app.add_option("--memload", memload_text, "Pipeline M's random reads per packet: N, LO-HI or a list");
@@ -279,6 +280,7 @@ int main(int argc, char** argv) {
   app.add_flag("--json", json, "one JSON object per configuration");
   CLI11_PARSE(app, argc, argv);
   if (no_coalesce) coalesce_mode = "off";
+  if (pipeline_opt->count() == 0 && flow_files.empty()) pipelines_text = "D";
   traffic.seed = seed;
   trace_spec.seed = seed;
 
