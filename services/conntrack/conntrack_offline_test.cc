@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "softflow/packet_builder.h"
+#include "../../tests/unit/test_util.h"
 #include "softflow/ports.h"
 
 namespace softflow {
@@ -37,32 +38,11 @@ table=1,priority=10,in_port=1,actions=output:2
 table=1,priority=10,in_port=2,actions=output:1
 )";
 
-struct RunResult {
-  int status = -1;
-  std::string output;  // stdout + stderr
-};
-
-RunResult run_offline(const std::string& args) {
-  const std::string cmd = std::string(SF_BINARY_DIR) + "/sf-offline " + args + " 2>&1";
-  RunResult r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  const int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
+test::CommandResult run_offline(const std::string& args) {
+  return test::run_command(std::string(SF_BINARY_DIR) + "/sf-offline " + args + " 2>&1");
 }
 
-std::vector<Frame> read_pcap(const std::string& path) {
-  std::vector<Frame> out;
-  auto reader = PcapReader::open(path, 0);
-  if (!reader) return out;
-  Frame f;
-  while (reader.value()->next(f)) out.push_back(f);
-  return out;
-}
+std::vector<Frame> read_pcap(const std::string& path) { return test::read_pcap_frames(path); }
 
 std::string file_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -129,7 +109,7 @@ class ConntrackOffline : public ::testing::Test {
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
 
   // Writes the inputs and runs sf-offline into DIR/out-NAME.
-  RunResult run(const Traffic& t, const std::string& name, const std::string& extra) {
+  test::CommandResult run(const Traffic& t, const std::string& name, const std::string& extra) {
     EXPECT_TRUE(write_pcap(path("client.pcap"), t.in[1]));
     EXPECT_TRUE(write_pcap(path("server.pcap"), t.in[2]));
     return run_offline("--flows " + path("flows.txt") + " --in 1=" + path("client.pcap") +
@@ -214,9 +194,9 @@ TEST_F(ConntrackOffline, FirewallPassesExactlyTheTrackedTraffic) {
   t.client(ctcp(kTcpAck, cseq, sseq));
   ASSERT_GT(t.in[1].size() + t.in[2].size(), 90u);
 
-  const RunResult on = run(t, "on", "");
+  const test::CommandResult on = run(t, "on", "");
   ASSERT_EQ(on.status, 0) << on.output;
-  const RunResult off = run(t, "off", "--no-coalesce");
+  const test::CommandResult off = run(t, "off", "--no-coalesce");
   ASSERT_EQ(off.status, 0) << off.output;
   {
     SCOPED_TRACE("coalescing on");
@@ -245,7 +225,7 @@ TEST_F(ConntrackOffline, ServiceConfigTakesEffect) {
     t.server(from_server().udp(53, 2222).payload("answer 2").build(), false);
   }
   std::ofstream(path("services.json")) << R"({"conntrack": {"max_connections": 1}})";
-  const RunResult r = run(t, "limited", "--service-config " + path("services.json"));
+  const test::CommandResult r = run(t, "limited", "--service-config " + path("services.json"));
   ASSERT_EQ(r.status, 0) << r.output;
   expect_outputs(t, "limited");
 
@@ -253,14 +233,14 @@ TEST_F(ConntrackOffline, ServiceConfigTakesEffect) {
   Traffic open_t;
   for (const Frame& f : t.in[1]) open_t.client(f.bytes, true);
   for (const Frame& f : t.in[2]) open_t.server(f.bytes, true);
-  const RunResult r2 = run(open_t, "open", "");
+  const test::CommandResult r2 = run(open_t, "open", "");
   ASSERT_EQ(r2.status, 0) << r2.output;
   EXPECT_EQ(read_pcap(path("out-open/port-2.pcap")).size(), 6u);
 
   // A bad conntrack section stops sf-offline with a message naming the key.
   std::ofstream(path("bad.json"))
       << R"({"conntrack": {"max_connections": 1, "tcp_midstreem": "loose"}})";
-  const RunResult bad = run(t, "bad", "--service-config " + path("bad.json"));
+  const test::CommandResult bad = run(t, "bad", "--service-config " + path("bad.json"));
   EXPECT_NE(bad.status, 0);
   EXPECT_NE(bad.output.find("tcp_midstreem"), std::string::npos) << bad.output;
 }

@@ -471,22 +471,7 @@ INSTANTIATE_TEST_SUITE_P(Firewalls, FirewallSwitch,
 
 // ---- sf-pipegen and gen-pipelines.sh --------------------------------------------------
 
-struct RunResult {
-  int status = -1;
-  std::string output;
-};
-
-RunResult run(const std::string& cmd) {
-  RunResult r;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  const int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+test::CommandResult run(const std::string& cmd) { return test::run_command(cmd + " 2>&1"); }
 
 const std::string kPipegen = std::string(SF_BINARY_DIR) + "/sf-pipegen";
 
@@ -508,7 +493,7 @@ class PipelineTool : public ::testing::Test {
 };
 
 TEST_F(PipelineTool, WritesTheLibrarysTextWithItsCommandInTheHeader) {
-  const RunResult r = run(kPipegen + " --pipeline B --seed 9 --l2-rules 20 --acl-rules 10");
+  const test::CommandResult r = run(kPipegen + " --pipeline B --seed 9 --l2-rules 20 --acl-rules 10");
   ASSERT_EQ(r.status, 0) << r.output;
   PipelineOptions o;
   o.kind = PipelineKind::kB;
@@ -521,7 +506,7 @@ TEST_F(PipelineTool, WritesTheLibrarysTextWithItsCommandInTheHeader) {
   EXPECT_EQ(r.output, *text);
 
   const std::string out = (dir_ / "d.flows").string();
-  const RunResult d = run(kPipegen + " --pipeline d --stages 2 --output-port 3 --out " + out);
+  const test::CommandResult d = run(kPipegen + " --pipeline d --stages 2 --output-port 3 --out " + out);
   ASSERT_EQ(d.status, 0) << d.output;
   std::ifstream in(out);
   std::stringstream file;
@@ -544,7 +529,7 @@ TEST_F(PipelineTool, ClassBenchFileAndErrors) {
   const std::string acl = (dir_ / "acl.rules").string();
   std::ofstream(acl) << format_classbench(generate_acl(3, 1)[0]) << "\n"
                      << "@1.2.3.4/32 5.6.7.8/32 0 : 65535 1024 : 65535 0x06/0xFF 0x0000/0x0000\n";
-  RunResult r = run(kPipegen + " --pipeline A --acl " + acl + " --acl-first --acl-rules 5");
+  test::CommandResult r = run(kPipegen + " --pipeline A --acl " + acl + " --acl-first --acl-rules 5");
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(
       r.output.find(
@@ -567,7 +552,7 @@ TEST_F(PipelineTool, ClassBenchFileAndErrors) {
 
 TEST_F(PipelineTool, GenPipelinesScriptWritesEveryPipeline) {
   const std::string script = std::string(SF_SOURCE_DIR) + "/scripts/gen-pipelines.sh";
-  const RunResult r = run("SF_BUILD_DIR=" + std::string(SF_BINARY_DIR) + " " + script + " " +
+  const test::CommandResult r = run("SF_BUILD_DIR=" + std::string(SF_BINARY_DIR) + " " + script + " " +
                           dir_.string() + " 5 --l2-rules 10 --l3-rules 10 --acl-rules 10");
   ASSERT_EQ(r.status, 0) << r.output;
   std::vector<std::string> names = {"A", "B", "C", "M"};

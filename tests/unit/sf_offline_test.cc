@@ -9,38 +9,18 @@
 
 #include "softflow/packet_builder.h"
 #include "softflow/ports.h"
+#include "test_util.h"
 
 namespace softflow {
 namespace {
 
 namespace fs = std::filesystem;
 
-struct RunResult {
-  int status = -1;
-  std::string output;  // stdout + stderr
-};
-
-RunResult run(const std::string& args) {
-  const std::string cmd = std::string(SF_BINARY_DIR) + "/sf-offline " + args + " 2>&1";
-  RunResult r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  const int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
+test::CommandResult run(const std::string& args) {
+  return test::run_command(std::string(SF_BINARY_DIR) + "/sf-offline " + args + " 2>&1");
 }
 
-std::vector<Frame> read_all(const std::string& path) {
-  std::vector<Frame> out;
-  auto reader = PcapReader::open(path, 0);
-  if (!reader) return out;
-  Frame f;
-  while (reader.value()->next(f)) out.push_back(f);
-  return out;
-}
+std::vector<Frame> read_all(const std::string& path) { return test::read_pcap_frames(path); }
 
 class SfOffline : public ::testing::Test {
  protected:
@@ -87,7 +67,7 @@ TEST_F(SfOffline, MergesInputsByTimestampAndWritesPerPort) {
              "table=1,priority=10,ip,nw_dst=10.0.0.1,actions=output:1\n");
   for (const char* mode : {"", "--no-coalesce"}) {
     const std::string out = path(std::string("out") + mode);
-    RunResult r = run("--flows " + path("flows.txt") + " --in 1=" + path("in1.pcap") + " --in 2=" +
+    test::CommandResult r = run("--flows " + path("flows.txt") + " --in 1=" + path("in1.pcap") + " --in 2=" +
                       path("in2.pcap") + " --out " + out + " " + mode);
     ASSERT_EQ(r.status, 0) << r.output;
     EXPECT_NE(r.output.find("megaflow lookups per packet"), std::string::npos) << r.output;
@@ -102,9 +82,9 @@ TEST_F(SfOffline, MergesInputsByTimestampAndWritesPerPort) {
     }
   }
   // Coalescing: one lookup per packet once warm, so fewer than 2 on average.
-  RunResult on = run("--flows " + path("flows.txt") + " --in 1=" + path("in1.pcap") + " --out " +
+  test::CommandResult on = run("--flows " + path("flows.txt") + " --in 1=" + path("in1.pcap") + " --out " +
                      path("o3"));
-  RunResult off = run("--flows " + path("flows.txt") + " --in 1=" + path("in1.pcap") + " --out " +
+  test::CommandResult off = run("--flows " + path("flows.txt") + " --in 1=" + path("in1.pcap") + " --out " +
                       path("o4") + " --no-coalesce");
   EXPECT_NE(on.output.find("megaflow lookups per packet: 1.000"), std::string::npos) << on.output;
   EXPECT_NE(off.output.find("megaflow lookups per packet: 2.000"), std::string::npos) << off.output;
@@ -114,7 +94,7 @@ TEST_F(SfOffline, BadFlowLineFailsWithLineAndToken) {
   std::vector<Frame> in = {udp_frame(1, 1, 1, 2, 3, 4, "x")};
   ASSERT_TRUE(write_pcap(path("in.pcap"), in));
   write_text("flows.txt", "table=0,ip,actions=output:2\n\ntable=0,ip,nw_dts=1.2.3.4,actions=drop\n");
-  RunResult r = run("--flows " + path("flows.txt") + " --in 1=" + path("in.pcap") + " --out " + path("o"));
+  test::CommandResult r = run("--flows " + path("flows.txt") + " --in 1=" + path("in.pcap") + " --out " + path("o"));
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.output.find("line 3"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("nw_dts"), std::string::npos) << r.output;
@@ -124,7 +104,7 @@ TEST_F(SfOffline, BadFlowLineFailsWithLineAndToken) {
 TEST_F(SfOffline, BadInputsFailClearly) {
   write_text("flows.txt", "table=0,actions=drop\n");
   write_text("garbage.pcap", "this is not a pcap file at all");
-  RunResult r = run("--flows " + path("flows.txt") + " --in 1=" + path("garbage.pcap") + " --out " + path("o"));
+  test::CommandResult r = run("--flows " + path("flows.txt") + " --in 1=" + path("garbage.pcap") + " --out " + path("o"));
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.output.find("garbage.pcap"), std::string::npos) << r.output;
 
@@ -152,7 +132,7 @@ TEST_F(SfOffline, MalformedPacketsAreCountedAndForwardedByWhatParsed) {
   ASSERT_TRUE(write_pcap(path("in.pcap"), in));
   // Everything goes to port 2, IPv4 or not.
   write_text("flows.txt", "table=0,priority=1,actions=output:2\n");
-  RunResult r = run("--flows " + path("flows.txt") + " --in 1=" + path("in.pcap") + " --out " + path("o"));
+  test::CommandResult r = run("--flows " + path("flows.txt") + " --in 1=" + path("in.pcap") + " --out " + path("o"));
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("malformed packets (forwarded by what parsed): 2"), std::string::npos)
       << r.output;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <arpa/inet.h>
+#include <sys/wait.h>
 #include <gtest/gtest.h>
 
 #include <array>
@@ -163,6 +164,35 @@ inline Ipv6Addr v6(uint8_t last, uint8_t net = 0) {
   a[7] = net;
   a[15] = last;
   return a;
+}
+
+// ---- running the built tools ----------------------------------------------------
+
+struct CommandResult {
+  int status = -1;     // exit status; -1 if the command could not run or was killed
+  std::string output;  // what it wrote to stdout (add 2>&1 to the command for stderr)
+};
+// Runs a shell command line and collects its standard output.
+inline CommandResult run_command(const std::string& command) {
+  CommandResult r;
+  FILE* p = popen(command.c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  const int st = pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+// Every frame of a pcap file (none if it cannot be read).
+inline std::vector<Frame> read_pcap_frames(const std::string& path, uint32_t port = 0) {
+  std::vector<Frame> out;
+  auto reader = PcapReader::open(path, port);
+  if (!reader) return out;
+  Frame f;
+  while (reader.value()->next(f)) out.push_back(f);
+  return out;
 }
 
 inline Frame frame(uint32_t port, std::vector<uint8_t> bytes, uint64_t ts = 0) {

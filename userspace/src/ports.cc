@@ -3,6 +3,10 @@
 #include <pcap/pcap.h>
 
 #include <array>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
 
 #include "softflow/parse.h"
 
@@ -154,6 +158,15 @@ Status write_pcap(const std::string& path, std::span<const Frame> frames) {
   pcap_dump_close(opened->second);
   pcap_close(opened->first);
   return ok ? Status::ok() : Status::error(path + ": write failed", EIO);
+}
+
+Result<std::string> read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::error(path + ": cannot open: " + std::strerror(errno), EIO);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) return Status::error(path + ": cannot read: " + std::strerror(errno), EIO);
+  return ss.str();
 }
 
 }  // namespace softflow

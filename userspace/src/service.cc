@@ -1,5 +1,8 @@
 #include "softflow/service.h"
 
+#include <cerrno>
+#include <cstring>
+#include <fstream>
 #include <stdexcept>
 
 namespace softflow {
@@ -82,6 +85,17 @@ nlohmann::json ServiceSet::stats() const {
   for (size_t i = 1; i < services_.size(); ++i)
     if (services_[i]) out[std::string(reg.name_of(static_cast<uint8_t>(i)))] = services_[i]->stats();
   return out;
+}
+
+Result<nlohmann::json> load_service_config(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return Status::error(path + ": cannot open: " + std::strerror(errno), EIO);
+  nlohmann::json config = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (config.is_discarded()) return Status::error(path + ": invalid JSON", EINVAL);
+  if (!config.is_object())
+    return Status::error(path + ": the service configuration must be a JSON object keyed by service name",
+                         EINVAL);
+  return config;
 }
 
 }  // namespace softflow

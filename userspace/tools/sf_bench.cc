@@ -23,7 +23,6 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -128,14 +127,6 @@ std::vector<std::string> split(const std::string& text) {
   while (std::getline(ss, item, ','))
     if (!item.empty()) out.push_back(item);
   return out;
-}
-
-sf::Result<std::string> read_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return sf::Status::error(path + ": cannot open: " + std::strerror(errno), EIO);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 sf::Result<std::unique_ptr<Trace>> load_trace(const std::string& name, const sf::TraceSpec& base,
@@ -287,13 +278,9 @@ int main(int argc, char** argv) {
   // Service configuration.
   nlohmann::json service_config = nlohmann::json::object();
   if (!service_config_path.empty()) {
-    auto text = read_file(service_config_path);
-    if (!text) return fail(text.error());
-    try {
-      service_config = nlohmann::json::parse(*text);
-    } catch (const std::exception& e) {
-      return fail(service_config_path + ": invalid JSON: " + e.what());
-    }
+    auto cfg = sf::load_service_config(service_config_path);
+    if (!cfg) return fail(cfg.error());
+    service_config = std::move(cfg.value());
   }
 
   // Pipelines.
@@ -326,7 +313,7 @@ int main(int argc, char** argv) {
     return fail(e.what());
   }
   for (const std::string& path : flow_files) {
-    auto text = read_file(path);
+    auto text = sf::read_text_file(path);
     if (!text) return fail(text.error());
     auto rules = sf::parse_flows(*text);
     if (!rules) return fail(path + ": " + rules.error());

@@ -13,11 +13,9 @@
 #include <array>
 #include <cstring>
 #include <map>
-#include <fstream>
 #include <iostream>
 #include <queue>
 #include <set>
-#include <sstream>
 
 #include "softflow/flow_syntax.h"
 #include "softflow/parse.h"
@@ -38,14 +36,6 @@ struct Input {
 int fail(const std::string& msg) {
   std::cerr << "sf-offline: " << msg << "\n";
   return 1;
-}
-
-sf::Result<std::string> read_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return sf::Status::error(path + ": cannot open: " + std::strerror(errno), EIO);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 }  // namespace
@@ -92,20 +82,16 @@ int main(int argc, char** argv) {
   }
 
   // Flows.
-  auto text = read_file(flows_path);
+  auto text = sf::read_text_file(flows_path);
   if (!text) return fail(text.error());
   auto rules = sf::parse_flows(*text);
   if (!rules) return fail(flows_path + ": " + rules.error());
 
   nlohmann::json service_config = nlohmann::json::object();
   if (!service_config_path.empty()) {
-    auto cfg = read_file(service_config_path);
+    auto cfg = sf::load_service_config(service_config_path);
     if (!cfg) return fail(cfg.error());
-    try {
-      service_config = nlohmann::json::parse(*cfg);
-    } catch (const std::exception& e) {
-      return fail(service_config_path + ": invalid JSON: " + e.what());
-    }
+    service_config = std::move(cfg.value());
   }
 
   struct stat st{};

@@ -17,15 +17,14 @@
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <cstring>
-#include <fstream>
 #include <set>
-#include <sstream>
 #include <thread>
 
 #include "megaflow_mirror.h"
 #include "softflow/afxdp.h"
 #include "softflow/control.h"
 #include "softflow/flow_syntax.h"
+#include "softflow/ports.h"
 #include "softflow/switch.h"
 #include "xdp_loader.h"
 
@@ -119,25 +118,21 @@ int run(const Options& opt) {
   // The flows file, parsed and checked in full before anything changes.
   std::vector<FlowRule> rules;
   if (!opt.flows.empty()) {
-    std::ifstream in(opt.flows);
-    if (!in) return fail(fmt::format("cannot read flows file {}", opt.flows));
-    std::stringstream text;
-    text << in.rdbuf();
+    auto text = read_text_file(opt.flows);
+    if (!text) return fail(text.error());
     FlowParseOptions popts;
     popts.port_by_name = port_by_name;
     popts.check_rule = [&ofports](const FlowRule& r) { return check_rule_ports(r, ofports); };
-    auto parsed = parse_flows(text.str(), popts);
+    auto parsed = parse_flows(*text, popts);
     if (!parsed) return fail(fmt::format("{}: {}", opt.flows, parsed.status().message()));
     rules = std::move(parsed).value();
   }
 
   nlohmann::json service_config = nlohmann::json::object();
   if (!opt.service_config.empty()) {
-    std::ifstream in(opt.service_config);
-    if (!in) return fail(fmt::format("cannot read service config {}", opt.service_config));
-    service_config = nlohmann::json::parse(in, nullptr, false);
-    if (service_config.is_discarded())
-      return fail(fmt::format("{}: not valid JSON", opt.service_config));
+    auto cfg = load_service_config(opt.service_config);
+    if (!cfg) return fail(cfg.error());
+    service_config = std::move(cfg).value();
   }
 
   SwitchConfig sc;

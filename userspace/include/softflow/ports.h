@@ -100,4 +100,7 @@ class PcapPorts : public PacketSink {
 // Writes frames to one pcap file (tests and generators).
 Status write_pcap(const std::string& path, std::span<const Frame> frames);
 
+// A whole text file (flow files, configuration), or "PATH: cannot open: why".
+Result<std::string> read_text_file(const std::string& path);
+
 }  // namespace softflow

@@ -83,6 +83,11 @@ struct ServiceRegistrar {
         return std::unique_ptr<::softflow::Service>(new CLASS(config));   \
       })
 
+// Reads a service configuration file (a JSON object keyed by service name);
+// "PATH: cannot open: ..." or "PATH: invalid JSON: ..." on error.  What the
+// services make of it is checked when they are created (ServiceSet::create).
+Result<nlohmann::json> load_service_config(const std::string& path);
+
 // The service instances of one switch, indexed by service id; created from
 // the service configuration (a JSON object keyed by service name).
 class ServiceSet {
