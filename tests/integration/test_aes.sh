@@ -207,7 +207,10 @@ udp_sizes() {
     sent+=("$h")
     want_replies+=("$(sf_hex reply:)$h")
   done
-  sf_bg ip netns exec "$NS_SW1" tcpdump -i "$C2" -n -U -w "$pcap" udp 2>"$SF_TMP/tcpdump.err"
+  # --immediate-mode: without it libpcap hands packets over a ring block at a
+  # time (or after its 1 s timeout), and packets still in the block when
+  # tcpdump is stopped are lost.
+  sf_bg ip netns exec "$NS_SW1" tcpdump -i "$C2" -n -U --immediate-mode -w "$pcap" udp 2>"$SF_TMP/tcpdump.err"
   local dump=$SF_BG_PID i
   for ((i = 0; i < 50; i++)); do
     grep -q "listening on" "$SF_TMP/tcpdump.err" && break
