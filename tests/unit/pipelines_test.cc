@@ -183,7 +183,7 @@ TEST(PipelineRules, CountsPerTableForEveryKind) {
         EXPECT_EQ(n.at(T::kNat), 256u + 1);
         break;
       case PipelineKind::kC:
-        EXPECT_EQ(n.at(T::kIngress), l2 + 1 + 2 + kBalancerBuckets);
+        EXPECT_EQ(n.at(T::kIngress), l2 + 1 + 3 + kBalancerBuckets);  // + clients to the balancer
         EXPECT_EQ(n.at(T::kBackendL3), static_cast<size_t>(kBalancerBuckets) + 1);
         break;
       case PipelineKind::kD:
@@ -237,8 +237,9 @@ TEST(PipelineRules, ServiceRulesAreTheOnesTheDesignNames) {
                   "table=3,priority=100,ip,nw_dst=172.0.0.0/8,actions=set_field:10.172.0.0/"
                   "255.255.0.0->nw_dst,goto_table:5"));
   EXPECT_TRUE(has(c,
-                  "table=0,priority=100,sf_stage=1,sf_action=conntrack,sf_metadata=1,actions="
-                  "softflow:balancer:0"));
+                  "table=0,priority=110,sf_stage=1,sf_action=conntrack,sf_metadata=1,ip,nw_src=10.0.0.0/8,"
+                  "actions=softflow:balancer:0"));
+  EXPECT_TRUE(has(c, "table=0,priority=100,sf_stage=1,sf_action=conntrack,sf_metadata=1,actions=goto_table:5"));
   EXPECT_TRUE(has(c,
                   "table=0,priority=100,sf_stage=2,sf_action=balancer,sf_metadata=7,ip,actions=mod_"
                   "dl_dst:02:be:00:00:00:07,mod_nw_dst:192.168.100.17,goto_table:4"));
@@ -411,11 +412,11 @@ TEST_P(PipelineSwitch, ForwardsAHandshakeBackOutTheInputPort) {
       EXPECT_EQ(syn.dst, 0x0aac0506u);
       EXPECT_EQ(syn_ack.dst, 0x0a0a0203u);
       break;
-    case PipelineKind::kC: {  // a backend's address, the same for both directions
+    case PipelineKind::kC: {  // the client's SYN to a backend; the reply as it is
       const uint32_t backend = syn.dst;
       EXPECT_GE(backend, balancer_backend_ip(0));
       EXPECT_LT(backend, balancer_backend_ip(kBalancerBuckets));
-      EXPECT_EQ(syn_ack.dst, backend);
+      EXPECT_EQ(syn_ack.dst, kClient);
       const int bucket = static_cast<int>(backend - balancer_backend_ip(0));
       EXPECT_EQ(syn.dl_dst, balancer_backend_mac(bucket));
       break;

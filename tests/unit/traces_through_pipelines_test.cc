@@ -52,14 +52,20 @@ TEST_P(TracesThroughPipelines, StrictFirewallPassesEveryPacketOfEveryReplay) {
     by_mode[coalesce] = st;
   }
   // One lookup per packet with coalescing where every service coalesces
-  // (A: conntrack; B: conntrack, aes); C's balancer never does, so its
-  // packets need a second lookup either way.
+  // (A: conntrack; B: conntrack, aes).  In C the clients' packets also go
+  // through the balancer, which never coalesces: a second lookup for them
+  // either way, none for the servers' replies.
   const double packets = static_cast<double>(by_mode[true].rx_packets);
   const double on = static_cast<double>(by_mode[true].lookups) / packets;
   const double off = static_cast<double>(by_mode[false].lookups) / packets;
-  const double services = kind == PipelineKind::kA ? 1 : 2;
-  EXPECT_NEAR(off, 1 + services, 0.01);
-  EXPECT_NEAR(on, kind == PipelineKind::kC ? 2.0 : 1.0, 0.01);
+  if (kind == PipelineKind::kC) {
+    EXPECT_GT(on, 1.0);
+    EXPECT_LT(on, 2.0);
+    EXPECT_NEAR(off, on + 1, 0.01);
+  } else {
+    EXPECT_NEAR(on, 1.0, 0.01);
+    EXPECT_NEAR(off, kind == PipelineKind::kA ? 2.0 : 3.0, 0.01);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(

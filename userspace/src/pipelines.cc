@@ -336,14 +336,19 @@ void write_backends(FlowWriter& w) {
 // Table 0 after the services (every packet re-enters table 0 with sf_stage
 // incremented and sf_action set): Figure 4's two post-conntrack rules, with
 // the pass rule leading to what follows the firewall in each pipeline.
-void write_post_services(FlowWriter& w, PipelineKind kind) {
+void write_post_services(FlowWriter& w, PipelineKind kind, const Cidr& clients) {
   const std::string out_l2 = "goto_table:" + std::to_string(T::kOutputL2);
   w.comment("table 0, after the services");
-  const char* after_firewall = kind == PipelineKind::kB   ? "softflow:aes:1"
-                               : kind == PipelineKind::kC ? "softflow:balancer:0"
-                                                          : nullptr;
+  if (kind == PipelineKind::kC) {
+    // The balancer spreads the clients' connections over the backends; what
+    // comes back from the servers passes the firewall and leaves as it is.
+    std::string from_clients = "sf_stage=1,sf_action=conntrack,sf_metadata=1,ip";
+    if (clients.len > 0)
+      from_clients += ",nw_src=" + ipv4_text(clients.addr) + "/" + std::to_string(clients.len);
+    w.rule(T::kIngress, 110, from_clients, "softflow:balancer:0");
+  }
   w.rule(T::kIngress, 100, "sf_stage=1,sf_action=conntrack,sf_metadata=1",
-         after_firewall ? after_firewall : out_l2);
+         kind == PipelineKind::kB ? "softflow:aes:1" : out_l2);
   w.rule(T::kIngress, 100, "sf_stage=1,sf_action=conntrack,sf_metadata=0", "drop");
   if (kind == PipelineKind::kB) {
     w.rule(T::kIngress, 100, "sf_stage=2,sf_action=aes,sf_metadata=1",
@@ -351,8 +356,7 @@ void write_post_services(FlowWriter& w, PipelineKind kind) {
     w.rule(T::kIngress, 100, "sf_stage=2,sf_action=aes,sf_metadata=0", "drop");
   }
   if (kind == PipelineKind::kC) {
-    // Bucket -> backend.  Both directions of a connection are steered (as
-    // every packet of the paper's traces passes every stage).
+    // Bucket -> backend (destination MAC and IP), then the backend routes.
     for (int b = 0; b < kBalancerBuckets; ++b)
       w.rule(T::kIngress, 100,
              "sf_stage=2,sf_action=balancer,sf_metadata=" + std::to_string(b) + ",ip",
@@ -367,7 +371,7 @@ Result<std::string> firewall_pipeline(const PipelineOptions& o, const Ingredient
   FlowWriter w;
   write_header(w, o, in);
   write_ingress_l2(w, in);
-  write_post_services(w, o.kind);
+  write_post_services(w, o.kind, in.clients);
   write_l3(w, in, "goto_table:" + std::to_string(T::kAcl), true);
   if (Status s = write_acl(w, in); !s) return s;
   if (o.kind == PipelineKind::kB) write_nat(w);

@@ -24,7 +24,8 @@
 //
 //  A  0 (L2) -> 1 -> 2 -> conntrack -> 0 (pass) -> 5
 //  B  A, but conntrack pass -> aes:1 -> 0 (aes ok) -> 3 (NAT) -> 5
-//  C  A, but conntrack pass -> balancer:0 -> 0 (bucket B: backend MAC/IP) -> 4 -> 5
+//  C  A, but the clients' packets, once conntrack passes them -> balancer:0 ->
+//     0 (bucket B: backend MAC/IP) -> 4 -> 5; the servers' replies -> 5
 //  D  k x noop -> 0 -> 1 (L3, which outputs)
 //  M  memload:N -> 0 -> 1 (L3, which outputs)
 #pragma once
