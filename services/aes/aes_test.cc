@@ -142,15 +142,8 @@ std::optional<Layout> inspect(const std::vector<uint8_t>& f) {
   return l;
 }
 
-uint32_t add_words(uint32_t sum, const uint8_t* p, size_t n) {
-  for (size_t i = 0; i + 1 < n; i += 2) sum += static_cast<uint32_t>(p[i] << 8 | p[i + 1]);
-  if (n % 2) sum += static_cast<uint32_t>(p[n - 1] << 8);
-  return sum;
-}
-uint16_t fold(uint32_t sum) {
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return static_cast<uint16_t>(sum);
-}
+using test::add_words;
+using test::fold;
 
 // The IPv4 header checksum and the TCP/UDP checksum verify (a UDP checksum
 // of 0 means "none" and passes), and the length fields agree with the frame.

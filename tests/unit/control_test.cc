@@ -865,14 +865,10 @@ ToolRun run_sfctl(const std::string& dir, const std::string& args,
   const std::string err_file = dir + "/sfctl.stderr";
   const std::string cmd =
       std::string(SF_BINARY_DIR) + "/sfctl " + args + " <" + stdin_file + " 2>" + err_file;
+  const test::CommandResult run = test::run_command(cmd);
   ToolRun r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  r.status = run.status;
+  r.out = run.output;
   std::ifstream in(err_file);
   r.err.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   return r;

@@ -13,6 +13,7 @@
 
 #include "softflow/packet_builder.h"
 #include "softflow/parse.h"
+#include "test_util.h"
 
 namespace softflow {
 namespace {
@@ -46,16 +47,8 @@ class TestPacket {
   Packet pkt_;
 };
 
-// One's complement sum written for the tests, independent of packet_ops.cc.
-uint32_t add_words(uint32_t sum, const uint8_t* p, size_t n) {
-  for (size_t i = 0; i + 1 < n; i += 2) sum += static_cast<uint32_t>(p[i] << 8 | p[i + 1]);
-  if (n % 2) sum += static_cast<uint32_t>(p[n - 1] << 8);
-  return sum;
-}
-uint16_t fold(uint32_t sum) {
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return static_cast<uint16_t>(sum);
-}
+using test::add_words;
+using test::fold;
 
 // IPv4 header and L4 checksums sum to 0xffff (a UDP checksum of 0 is "none").
 ::testing::AssertionResult checksums_verify(const Packet& pkt) {

@@ -166,6 +166,20 @@ inline Ipv6Addr v6(uint8_t last, uint8_t net = 0) {
   return a;
 }
 
+// ---- checksums, computed independently of packet_ops.cc -------------------------------
+
+// Adds the bytes as big-endian 16-bit words (an odd last byte padded with zero).
+inline uint32_t add_words(uint32_t sum, const uint8_t* p, size_t n) {
+  for (size_t i = 0; i + 1 < n; i += 2) sum += static_cast<uint32_t>(p[i] << 8 | p[i + 1]);
+  if (n % 2) sum += static_cast<uint32_t>(p[n - 1] << 8);
+  return sum;
+}
+// Folds the carries back in (one's complement sum).
+inline uint16_t fold(uint32_t sum) {
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return static_cast<uint16_t>(sum);
+}
+
 // ---- running the built tools ----------------------------------------------------
 
 struct CommandResult {

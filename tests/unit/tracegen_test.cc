@@ -19,6 +19,7 @@
 #include "softflow/parse.h"
 #include "softflow/ports.h"
 #include "softflow/protocols.h"
+#include "test_util.h"
 
 namespace softflow {
 namespace {
@@ -28,15 +29,8 @@ uint32_t be32(const uint8_t* p) { return static_cast<uint32_t>(be16(p)) << 16 | 
 
 // ---- independent checksum verification ------------------------------------------
 
-uint32_t add_words(uint32_t sum, const uint8_t* p, size_t n) {
-  for (size_t i = 0; i + 1 < n; i += 2) sum += static_cast<uint32_t>(p[i] << 8 | p[i + 1]);
-  if (n % 2) sum += static_cast<uint32_t>(p[n - 1] << 8);
-  return sum;
-}
-uint16_t fold(uint32_t sum) {
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return static_cast<uint16_t>(sum);
-}
+using test::add_words;
+using test::fold;
 
 // A parsed copy of a frame.
 struct Parsed {
@@ -282,7 +276,8 @@ ConversationSummary summarize(const std::vector<Frame>& frames) {
   return s;
 }
 
-void expect_tcp_valid(const std::vector<Frame>& frames, size_t* connections = nullptr) {
+void expect_tcp_valid(const std::vector<Frame>& frames, size_t* connections = nullptr,
+                      size_t* resets_out = nullptr) {
   TcpValidator validator;
   std::map<Tuple, bool> seen;
   for (const Frame& f : frames) {
@@ -296,6 +291,7 @@ void expect_tcp_valid(const std::vector<Frame>& frames, size_t* connections = nu
   EXPECT_EQ(error, "");
   EXPECT_GT(n, 0u);
   if (connections) *connections = n;
+  if (resets_out) *resets_out = resets;
 }
 
 // ---- tests -------------------------------------------------------------------------------
@@ -455,17 +451,8 @@ TEST(TracegenTest, ValidatorCatchesBrokenTcp) {
 }
 
 TEST(TracegenTest, RstClosesAreAFewPercent) {
-  TcpValidator validator;
-  std::map<Tuple, bool> seen;
-  for (const Frame& f : trace(TraceKind::kT1)) {
-    Parsed p(f.bytes);
-    const Directed d = directed_tuple(p, seen);
-    if (p.proto() == kProtoTcp) validator.packet(p, d);
-  }
-  std::string error;
-  size_t resets = 0;
-  const size_t n = validator.check_all(error, resets);
-  EXPECT_EQ(error, "");
+  size_t n = 0, resets = 0;
+  expect_tcp_valid(trace(TraceKind::kT1), &n, &resets);
   // 3 % of 1000: expect 30, sd ~5.4.
   EXPECT_GT(resets, 5u);
   EXPECT_LT(resets, 70u);
