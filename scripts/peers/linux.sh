@@ -4,7 +4,7 @@
 # SoftFlow pipeline (translated by sf2nft.py), on one port of the device
 # namespace, forwarding every packet back out the port it came in on.
 #
-#   scripts/peers/linux.sh start [--no-nft] DUT_NS DUT_IF FLOWS_FILE RUNDIR GEN_MAC
+#   scripts/peers/linux.sh start [--no-nft] [--cpu N] DUT_NS DUT_IF FLOWS_FILE RUNDIR GEN_MAC
 #   scripts/peers/linux.sh stop  DUT_NS DUT_IF FLOWS_FILE RUNDIR [GEN_MAC]
 #   (stop only uses DUT_NS and RUNDIR; it takes start's arguments so callers
 #    can swap the verb)
@@ -12,6 +12,11 @@
 #   GEN_MAC  the generator's MAC (e.g. from `ip -n GEN_NS -j link show GEN_IF`):
 #            every forwarded packet goes to it
 #   --no-nft the plain router, no firewall and no conntrack (reference)
+#   --cpu N  the router's packet processing on CPU N (RPS on DUT_IF's receive
+#            queues).  Without it a veth hands each frame to the kernel in
+#            the sender's context: the router would run on the generator's
+#            CPU and pace it (AF_XDP copy mode resends what the veth
+#            refused), so it would never drop and share the generator's core.
 #
 # start, in DUT_NS:
 #   DUT_IF: MAC 02:53:46:00:00:01 (the traces' gateway), address
@@ -30,8 +35,10 @@
 #     accepted, invalid dropped, the ACL's allow rules accept new
 #     connections, the rest is dropped.
 # Whatever start changes is recorded in RUNDIR; stop undoes all of it (the
-# nft table, routes, neighbour, address, MAC, sysctls) and removes RUNDIR's
-# state, so the namespace may be the caller's and outlive the peer.
+# nft table, routes, neighbour, address, MAC, sysctls, RPS) and removes
+# RUNDIR's state, so the namespace may be the caller's and outlive the peer.
+# With nftables, the namespace's IPv4 connection table is flushed at start
+# and at stop (ctnetlink), so no run sees another's connections.
 #
 # Environment (optional): LINUX_PEER_ADDR (192.0.2.1/24), LINUX_PEER_NEXTHOP
 # (192.0.2.2), LINUX_PEER_MAC (02:53:46:00:00:01).
@@ -49,14 +56,21 @@ die() {
 
 here=$(cd "$(dirname "$0")" && pwd)
 nft_on=1
+cpu=""
 args=()
-for a in "$@"; do
-  case $a in
+while (($#)); do
+  case $1 in
     --no-nft) nft_on=0 ;;
+    --cpu)
+      (($# >= 2)) || die "--cpu needs a CPU number"
+      cpu=$2
+      shift
+      ;;
     -h | --help) usage ;;
-    --*) die "unknown option $a" ;;
-    *) args+=("$a") ;;
+    --*) die "unknown option $1" ;;
+    *) args+=("$1") ;;
   esac
+  shift
 done
 ((${#args[@]} >= 5)) || usage
 verb=${args[0]} ns=${args[1]} dut_if=${args[2]} flows=${args[3]} rundir=${args[4]}
@@ -81,6 +95,10 @@ in_ns() { ip netns exec "$ns" "$@"; }
 
 record() { echo "$*" >>"$state"; }
 
+# ns_write VALUE FILE: writes a sysfs file as the namespace sees it.
+# shellcheck disable=SC2016  # $1/$2 are the inner shell's
+ns_write() { in_ns sh -c 'echo "$1" >"$2"' sh "$1" "$2"; }
+
 # Undoes the items of the state file, latest first.  Each undo tolerates
 # what is already gone (a namespace deleted under us, a half-done start).
 do_stop() {
@@ -93,15 +111,36 @@ do_stop() {
   fi
   while read -r kind a b; do
     case $kind in
-      nft) in_ns nft delete table ip "$a" 2>/dev/null || true ;;
+      nft)
+        in_ns nft delete table ip "$a" 2>/dev/null || true
+        ct_flush || true
+        ;;
       routes) ip -n "$ns" route flush proto "$a" 2>/dev/null || true ;;
       neigh) ip -n "$ns" neigh del "$a" dev "$b" 2>/dev/null || true ;;
       addr) ip -n "$ns" addr del "$a" dev "$b" 2>/dev/null || true ;;
       mac) ip -n "$ns" link set dev "$b" address "$a" 2>/dev/null || true ;;
       sysctl) in_ns sysctl -qw "$a=$b" >/dev/null 2>&1 || true ;;
+      rps) ns_write "$b" "$a" 2>/dev/null || true ;;
     esac
   done < <(tac "$state")
   rm -f "$state" "$rundir/rules.nft" "$rundir/routes.batch"
+}
+
+# Empties DUT_NS's IPv4 conntrack table: one ctnetlink IPCTNL_MSG_CT_DELETE
+# without attributes (what `conntrack -F` sends; that tool may be absent).
+ct_flush() {
+  in_ns python3 -c '
+import os, socket, struct, sys
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)  # NETLINK_NETFILTER
+body = struct.pack("=BBH", socket.AF_INET, 0, 0)           # nfgenmsg
+msg_type = (1 << 8) | 2                 # NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_DELETE
+s.send(struct.pack("=IHHII", 16 + len(body), msg_type, 0x1 | 0x4, 1, 0) + body)  # REQUEST|ACK
+reply = s.recv(65536)
+if struct.unpack("=H", reply[4:6])[0] == 2:  # NLMSG_ERROR: 0 is the ACK
+    err = struct.unpack("=i", reply[16:20])[0]
+    if err:
+        sys.exit("conntrack flush: " + os.strerror(-err))
+'
 }
 
 set_sysctl() {  # KEY VALUE: records the old value first
@@ -120,6 +159,11 @@ do_start() {
   ip netns pids "$ns" >/dev/null 2>&1 || die "no network namespace $ns"
   ip -n "$ns" link show dev "$dut_if" >/dev/null 2>&1 || die "no interface $dut_if in namespace $ns"
   [[ -e $state ]] && die "a Linux peer was started with RUNDIR $rundir (stop it first)"
+  if [[ -n $cpu ]]; then
+    if ! [[ $cpu =~ ^[0-9]+$ ]] || ((cpu >= $(nproc --all))); then
+      die "--cpu must be a CPU number below $(nproc --all), not '$cpu'"
+    fi
+  fi
   if ((nft_on)); then
     python3 "$here/sf2nft.py" --table "$nft_table" "$flows" >"$rundir/rules.nft" ||
       die "cannot translate $flows"
@@ -141,6 +185,15 @@ do_start() {
     set_sysctl "net.ipv4.conf.$scope.send_redirects" 0
   done
   ((nft_on)) && set_sysctl net.netfilter.nf_conntrack_tcp_loose 0
+  if [[ -n $cpu ]]; then
+    local q old
+    for q in $(in_ns sh -c "ls -d /sys/class/net/$dut_if/queues/rx-*"); do
+      old=$(in_ns cat "$q/rps_cpus")
+      record rps "$q/rps_cpus" "$old"
+      ns_write "$(printf '%x' $((1 << cpu)))" "$q/rps_cpus" ||
+        die "cannot steer $dut_if's receive processing to CPU $cpu"
+    done
+  fi
 
   record addr "$addr" "$dut_if"
   ip -n "$ns" addr add "$addr" dev "$dut_if" || die "cannot add $addr to $dut_if"
@@ -163,11 +216,12 @@ do_start() {
   if ((nft_on)); then
     record nft "$nft_table"
     in_ns nft -f "$rundir/rules.nft" || die "nft refused $rundir/rules.nft"
+    ct_flush || die "cannot flush the conntrack table of $ns"
   fi
   local n_routes n_rules=0
   n_routes=$(grep -c . "$rundir/routes.batch")
   ((nft_on)) && n_rules=$(grep -c 'ct state new' "$rundir/rules.nft")
-  echo "linux.sh: router in $ns on $dut_if: $n_routes routes via $next_hop ($gen_mac)," \
+  echo "linux.sh: router in $ns on $dut_if${cpu:+ (CPU $cpu)}: $n_routes routes via $next_hop ($gen_mac)," \
     "$( ((nft_on)) && echo "nftables table $nft_table with $n_rules allow rules" || echo "no nftables")"
 }
 

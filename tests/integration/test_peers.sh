@@ -25,10 +25,10 @@
 # dropped (only the clients may open connections: Pipeline A's default rule
 # is conntrack:0) although the client listens; the peer's own view (OVS:
 # dpctl/dump-conntrack lists the connection, the est-only table's drop rule
-# counted the SYN; Linux: nft counters); stop leaves nothing behind.  The
-# plain router (--no-nft) passes the same SYN, which shows the firewall is
-# what stopped it.  Full-size Pipeline A (500/500/500): OVS holds every
-# translated rule, nft -c accepts the ruleset.
+# counted the SYN; Linux: /proc/net/nf_conntrack lists it, nft counters);
+# stop leaves nothing behind.  The plain router (--no-nft) passes the same
+# SYN, which shows the firewall is what stopped it.  Full-size Pipeline A
+# (500/500/500): OVS holds every translated rule, nft -c accepts the ruleset.
 #
 # Exit: 0 all passed, 1 a failure, 4 (skip) ovs-vswitchd or nft is not installed.
 source "$(dirname "$0")/lib.sh"
@@ -222,6 +222,37 @@ tcp_transfer() {
   [[ $rc == 0 && $size == "$BYTES" && $sum == "$DATA_SUM" ]]
 }
 
+# A TCP ACK from the client to the server's port MIDSTREAM_PORT that belongs
+# to no connection (crafted, sent on the client's interface): SoftFlow's
+# conntrack refuses mid-stream TCP it did not see open, and so must the peers.
+MIDSTREAM_PORT=8081
+MIDSTREAM_PY='
+import socket, struct, sys
+ifname, src_mac, dst_mac, src, dst, dport = sys.argv[1:7]
+def csum(data):
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+saddr, daddr = socket.inet_aton(src), socket.inet_aton(dst)
+tcp = struct.pack("!HHIIBBHHH", 40000, int(dport), 1000, 2000, 5 << 4, 0x10, 65535, 0, 0)
+tcp = tcp[:16] + struct.pack("!H", csum(saddr + daddr + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)) + tcp[18:]
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0, 64, 6, 0, saddr, daddr)
+ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+eth = bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", "")) + b"\x08\x00"
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((ifname, 0))
+for _ in range(3):
+    s.send(eth + ip + tcp)
+'
+send_midstream_ack() {
+  local mac
+  mac=$(ip -n "$NS_C" -j link show dev "$IF_C" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["address"])')
+  in_c python3 -c "$MIDSTREAM_PY" "$IF_C" "$mac" "$GW_MAC" "$CLIENT" "$SERVER" $MIDSTREAM_PORT
+}
+
 ping_server() {
   local out
   out=$(in_c ping -n -q -c 3 -i 0.2 -W 1 "$SERVER" 2>&1)
@@ -281,6 +312,13 @@ ovs_est_drops() {
   ovs_ofctl dump-flows "$(ovs_mgmt)" table=4 | sed -n 's/.*n_packets=\([0-9]*\),.*priority=0 .*/\1/p'
 }
 
+# Packets of the allow table's "new TCP without a SYN" drop rules (sf2ovs:
+# table 3, priority 140).
+ovs_midstream_drops() {
+  ovs_ofctl dump-flows "$(ovs_mgmt)" table=3 |
+    sed -n 's/.*n_packets=\([0-9]*\),.*priority=140,.*/\1/p' | awk '{n += $1} END {print n + 0}'
+}
+
 # No process of ours left, nothing on the port.
 ovs_gone() {
   local left
@@ -293,7 +331,7 @@ ovs_gone() {
   [[ ! -e $OVS_RUN/db.sock && ! -e $OVS_RUN/conf.db ]] || { echo "state left in $OVS_RUN"; return 1; }
 }
 
-ovs_checks() {  # 7 checks
+ovs_checks() {  # 8 checks
   local out rc type drops0 drops1 verdict
   host_macs "$(pipeline l3-mac "$SMALL" "$CLIENT")" "$(pipeline l3-mac "$SMALL" "$SERVER")" || return 1
   ovs_start "$SMALL"
@@ -311,6 +349,17 @@ ovs_checks() {  # 7 checks
   sf_expect "ovs: unsolicited TCP SYN server -> client:$BACK_PORT is dropped, counted by the est-only table" \
     "$([[ $verdict == refused ]] && ((${drops1:-0} > ${drops0:-0})) && echo 1 || echo 0)" \
     "server -> client: $verdict; table 4 drops $drops0 -> $drops1"
+  drops0=$(ovs_midstream_drops)
+  send_midstream_ack
+  # OpenFlow counters follow the datapath's with the revalidators' delay.
+  local i
+  for ((i = 0; i < 30; i++)); do
+    sleep 0.1
+    drops1=$(ovs_midstream_drops)
+    ((drops1 >= drops0 + 3)) && break
+  done
+  sf_expect "ovs: mid-stream TCP ACK client -> server:$MIDSTREAM_PORT (no connection) is dropped, not picked up" \
+    $((drops1 >= drops0 + 3)) "table 3 priority 140 drops $drops0 -> $drops1"
   ovs_stop >/dev/null 2>&1
   sf_check "ovs: stop ends our daemons, detaches XDP, removes the state" ovs_gone
 
@@ -350,6 +399,14 @@ nft_counts() {
     grep -qE '^\s*counter packets [1-9][0-9]* bytes [0-9]+ drop' <<<"$rules"
 }
 
+linux_conntrack_lists_transfer() {
+  local table
+  table=$(in_d cat /proc/net/nf_conntrack 2>&1)
+  grep -E "tcp .*src=$CLIENT dst=$SERVER sport=[0-9]+ dport=$TCP_PORT " <<<"$table" | head -3
+  grep -qE "tcp .*src=$CLIENT dst=$SERVER sport=[0-9]+ dport=$TCP_PORT src=$SERVER dst=$CLIENT" <<<"$table" ||
+    { echo "$table" | head -10; return 1; }
+}
+
 linux_gone() {
   local left=""
   in_d nft list table ip softflow_peer >/dev/null 2>&1 && left+=" nft-table"
@@ -357,10 +414,16 @@ linux_gone() {
   [[ $(in_d sysctl -n net.ipv4.ip_forward) == 0 ]] || left+=" ip_forward"
   ip -n "$NS_D" addr show dev "$IF_D" | grep -q 'inet ' && left+=" address"
   ip -n "$NS_D" link show dev "$IF_D" | grep -q "$GW_MAC" && left+=" gateway-MAC"
+  [[ -n $(in_d cat /proc/net/nf_conntrack 2>/dev/null) ]] && left+=" connections"
   [[ -z $left ]] || { echo "left behind:$left"; return 1; }
 }
 
-linux_checks() {  # 7 checks
+nft_invalid() {
+  in_d nft list chain ip softflow_peer forward |
+    sed -n 's/.*ct state invalid counter packets \([0-9]*\) .*/\1/p'
+}
+
+linux_checks() {  # 9 checks
   local out rc verdict
   host_macs "$GEN_MAC" "$GEN_MAC" || return 1
   linux_start "$SMALL"
@@ -372,9 +435,17 @@ linux_checks() {  # 7 checks
   verdict=$(server_opens_back)
   sf_expect "linux: unsolicited TCP SYN server -> client:$BACK_PORT is dropped" \
     "$([[ $verdict == refused ]] && echo 1 || echo 0)" "server -> client: $verdict"
+  sf_check "linux: /proc/net/nf_conntrack lists the client's TCP connection" linux_conntrack_lists_transfer
   sf_check "linux: nft list ruleset counts established, the clients' rule and the final drop" nft_counts
+  local inv0 inv1
+  inv0=$(nft_invalid)
+  send_midstream_ack
+  sleep 0.3
+  inv1=$(nft_invalid)
+  sf_expect "linux: mid-stream TCP ACK client -> server:$MIDSTREAM_PORT (no connection) is invalid and dropped" \
+    $((${inv1:-0} >= ${inv0:-0} + 3)) "ct state invalid drops $inv0 -> $inv1"
   linux_stop >/dev/null 2>&1
-  sf_check "linux: stop undoes the table, routes, sysctls, address and MAC" linux_gone
+  sf_check "linux: stop undoes the table, routes, sysctls, address and MAC; flushes conntrack" linux_gone
 
   linux_start --no-nft "$SMALL"
   rc=$?
@@ -400,7 +471,7 @@ nft_full_check() {
   ((allow == want))
 }
 
-tap_plan 15
+tap_plan 18
 topology || sf_bail "cannot build the topology"
 t0=$SECONDS
 ovs_checks || tap_diag "ovs checks stopped early"
