@@ -4,7 +4,7 @@
 # namespace, over one veth pair (and a second, two-queue pair for --queues):
 #
 #   [h1: sf-pktgen] h1-ID ==== s1-ID [sw: sf-echo | softflowd | tcpdump]
-#                   g2-ID ==== e2-ID   (2 RX/TX queues)
+#                   g2-ID ==== e2-ID   (2 RX/TX queues; softflowd's port 2)
 #
 # Traces: T3 (32 TCP connections, 8416 frames at scale 0.001) and T2 at
 # scale 0.001 (TCP, UDP and ICMP, 64-byte frames) from sf-tracegen.
@@ -21,7 +21,8 @@
 #  - --rate 50000 --duration 2 sends 50000 pps within 5 %;
 #  - a missing pcap and a missing interface fail with a message naming them;
 #  - nothing stays attached after the tools exit, even after SIGKILL;
-#  - softflowd with `actions=in_port` on the echo side returns everything.
+#  - softflowd with `actions=in_port` on the echo side returns everything;
+#    with port 1 -> port 2 everything comes back on --rx-iface (g2-ID).
 source "$(dirname "$0")/lib.sh"
 sf_init "$@"
 sf_require_cmd tcpdump
@@ -312,16 +313,27 @@ generator_bound=$(pg .generator_bound) tx_ring_full=$(pg .tx_ring_full) (machine
   sf_expect "sf-echo attached while running, nothing left after SIGKILL" $((attached && gone)) \
     "attached while running: $attached, detached after SIGKILL: $gone"
 
-  # softflowd, flow actions=in_port, on the echo side.
+  # softflowd on the echo side (ports 1 = s1, 2 = e2): first actions=in_port,
+  # then port 1 to port 2, which returns the frames on pktgen's --rx-iface.
   echo "table=0,priority=10,actions=in_port" >"$SF_TMP/flows"
+  SF_PORT_ARGS=(--port "${SF_SW_IF[1]}:1" --port "$MQ_S:2")
   sf_start --flows "$SF_TMP/flows" || return 1
   pktgen --iface "${SF_HOST_IF[1]}" --pcap "$T3" --xdp-mode "$SF_MODE" --loops 1 --rate 10000
   rc=$?
   sf_expect "softflowd actions=in_port: received = sent = one pass" \
     $((rc == 0 && $(pg .sent) > 0 && $(pg .received) == $(pg .sent))) \
     "exit $rc: sent=$(pg .sent) received=$(pg .received) lost=$(pg .lost); $(cat "$PG_ERR")"
+  sfctl del-flows >/dev/null && sfctl add-flow "table=0,priority=10,in_port=1,actions=output:2" \
+    >/dev/null || return 1
+  pktgen --iface "${SF_HOST_IF[1]}" --rx-iface "$MQ_H" --pcap "$T2" --xdp-mode "$SF_MODE" \
+    --loops 2 --rate 10000
+  rc=$?
+  sf_expect "--rx-iface: what softflowd sends out of port 2 is counted on $MQ_H" \
+    $((rc == 0 && $(pg .sent) == 2 * n2 && $(pg .received) == $(pg .sent))) \
+    "exit $rc: sent=$(pg .sent) received=$(pg .received) lost=$(pg .lost); $(cat "$PG_ERR")"
   sf_stop
+  unset SF_PORT_ARGS
 }
 
-sf_run_modes scenario 14
+sf_run_modes scenario 15
 sf_finish
