@@ -30,6 +30,10 @@
 #   OVS_XDP_MODE   afxdp's options:xdp-mode (default native: copy mode on veth;
 #                  best-effort lets OVS fall back to generic XDP)
 #   OVS_BRIDGE     bridge name (default br-sfpeer)
+#   OVS_TCP_MIDSTREAM  loose (default) | strict: sf2ovs.py --tcp-midstream;
+#                  loose commits allowed packets in one ct() (OVS picks up
+#                  mid-stream TCP), strict opens TCP connections only on a
+#                  SYN as SoftFlow does, with a second ct() (see sf2ovs.py)
 #
 # Talking to the instance afterwards (the files exist while it runs):
 #   ovs-appctl -t RUNDIR/ovs-vswitchd.ctl dpctl/dump-conntrack
@@ -54,6 +58,7 @@ verb=$1 ns=$2 dut_if=$3 flows=$4 rundir=$5 cpu=${6:-}
 bridge=${OVS_BRIDGE:-br-sfpeer}
 want_type=${OVS_PORT_TYPE:-auto}
 xdp_mode=${OVS_XDP_MODE:-native}
+midstream=${OVS_TCP_MIDSTREAM:-loose}
 
 [[ $verb == start || $verb == stop ]] || usage
 ((EUID == 0)) || die "needs root"
@@ -162,13 +167,15 @@ do_start() {
     taskset -c "$cpu" true 2>/dev/null || die "cannot pin to CPU $cpu"
   fi
   case $want_type in auto | afxdp | system) ;; *) die "OVS_PORT_TYPE must be auto, afxdp or system" ;; esac
+  case $midstream in loose | strict) ;; *) die "OVS_TCP_MIDSTREAM must be loose or strict" ;; esac
   if alive "$vs_pid" ovs-vswitchd >/dev/null || alive "$db_pid" ovsdb-server >/dev/null; then
     die "an OVS instance already runs from $rundir (stop it first)"
   fi
   local schema=/usr/share/openvswitch/vswitch.ovsschema
   [[ -r $schema ]] || die "no OVS schema at $schema"
 
-  python3 "$here/sf2ovs.py" "$flows" >"$rundir/ovs.flows" || die "cannot translate $flows"
+  python3 "$here/sf2ovs.py" --tcp-midstream "$midstream" "$flows" >"$rundir/ovs.flows" ||
+    die "cannot translate $flows"
   local n_rules
   n_rules=$(grep -c . "$rundir/ovs.flows")
 
@@ -230,8 +237,10 @@ OVS_MGMT=unix:$mgmt
 OVS_DB=unix:$db_sock
 OVS_BRIDGE=$bridge
 OVS_PORT_TYPE=$type
+OVS_TCP_MIDSTREAM=$midstream
 EOF
-  echo "ovs.sh: bridge $bridge in $ns: $dut_if (type $type${cpu:+, CPU $cpu}), $loaded rules from $flows"
+  echo "ovs.sh: bridge $bridge in $ns: $dut_if (type $type${cpu:+, CPU $cpu}), $loaded rules" \
+    "from $flows, TCP mid-stream $midstream"
 }
 
 if [[ $verb == start ]]; then

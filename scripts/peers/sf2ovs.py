@@ -2,29 +2,39 @@
 """Translate a SoftFlow flow file (Pipeline A and the like) into OpenFlow
 rules for Open vSwitch's userspace datapath with ct().
 
-    scripts/peers/sf2ovs.py [--allow-table N] [--est-table M] FLOWS > ovs.flows
+    scripts/peers/sf2ovs.py [--tcp-midstream loose|strict] [--allow-table N]
+                            [--est-table M] FLOWS > ovs.flows
     ovs-ofctl -O OpenFlow15 add-flows BRIDGE ovs.flows
 
 SoftFlow's flow syntax is ovs-ofctl's, except for the softflow:SERVICE:ARG
 actions and the sf_* match fields.  Only the conntrack service is
 translated (anything else is an error):
 
-  ACL rule      ...,actions=softflow:conntrack:1  ->  ...,actions=ct(table=N)
-  default       ...,actions=softflow:conntrack:0  ->  ...,actions=ct(table=M)
-  stage 0       sf_stage=0,...                    ->  the same rule without sf_stage
-  post-ct       sf_stage=1,sf_action=conntrack,sf_metadata=1,actions=PASS
-                sf_stage=1,sf_action=conntrack,sf_metadata=0,actions=FAIL
-                -> the ct tables below, PASS for what conntrack lets through
+  ACL rule  ...,actions=softflow:conntrack:1 -> ...,actions=ct(commit,table=N)
+                                                (strict: ct(table=N))
+  default   ...,actions=softflow:conntrack:0 -> ...,actions=ct(table=M)
+  stage 0   sf_stage=0,...                   -> the same rule without sf_stage
+  post-ct   sf_stage=1,sf_action=conntrack,sf_metadata=1,actions=PASS
+            sf_stage=1,sf_action=conntrack,sf_metadata=0,actions=FAIL
+            -> the ct tables below, PASS for what conntrack lets through
 
 Table N (the packet matched an allow rule: it may open a connection):
-  +inv -> FAIL;  +est or +rel -> PASS;
-  +new TCP with SYN and without ACK -> ct(commit), PASS;  other +new TCP -> FAIL
-  (SoftFlow's conntrack is strict about mid-stream TCP; OVS's would pick the
-  connection up);  other +new -> ct(commit), PASS;  anything else -> FAIL.
+  loose (default): ct() has already committed the connection;
+    +inv -> FAIL;  +est, +rel or +new -> PASS;  anything else -> FAIL.
+    OVS picks up a TCP connection from any valid segment, not only a SYN.
+  strict: ct() only looked the connection up;
+    +inv -> FAIL;  +est or +rel -> PASS;
+    +new TCP with SYN and without ACK -> ct(commit), PASS;  other +new TCP
+    -> FAIL (SoftFlow's conntrack refuses mid-stream TCP it did not see
+    open);  other +new -> ct(commit), PASS;  anything else -> FAIL.
+    Costs a second ct() for every new connection -- and, in OVS's userspace
+    datapath, loses connections when a SYN and the next packets of its
+    connection share a receive batch and a megaflow: ct() gives all of them
+    their state before the SYN's commit (a recirculation later) exists, so
+    the handshake's ACK is "new without SYN" and dropped.  Replayed traces
+    pack handshakes that tightly; a live network's round-trip time does not.
 Table M (default: only existing connections):
   +est or +rel (and not +inv) -> PASS;  anything else -> FAIL.
-The connection is committed in table N, after the state is known, so a
-packet that is refused never creates a connection.
 
 A match-all conntrack rule is split into an `ip` and an `ipv6` rule (OVS's
 ct() needs an IP prerequisite); other packets miss the table and are dropped,
@@ -173,7 +183,7 @@ def from_table(actions, table):
     return out
 
 
-def translate(rules, allow_table, est_table):
+def translate(rules, allow_table, est_table, strict):
     used = {r.table for r in rules}
     for t, what in ((allow_table, "--allow-table"), (est_table, "--est-table")):
         if t in used:
@@ -199,8 +209,11 @@ def translate(rules, allow_table, est_table):
             if ct is not None:
                 raise TranslateError(f"line {r.lineno}: two conntrack actions in one rule")
             ct = arg
-            actions.append(f"ct(table={allow_table if arg == 1 else est_table})")
-        if ct is not None and actions[-1] != f"ct(table={allow_table if ct == 1 else est_table})":
+            if arg == 1:
+                actions.append(f"ct(table={allow_table})" if strict else f"ct(commit,table={allow_table})")
+            else:
+                actions.append(f"ct(table={est_table})")
+        if ct is not None and conntrack_arg(r.actions[-1]) is None:
             raise TranslateError(f"line {r.lineno}: actions after softflow:conntrack never run")
         match = r.match_text()
         if ct is not None and not r.has_ip_prerequisite():
@@ -223,12 +236,20 @@ def translate(rules, allow_table, est_table):
         format_rule(n, 300, "ct_state=+trk+inv", failed(n)),
         format_rule(n, 200, "ct_state=+trk+est-inv", passed(n)),
         format_rule(n, 200, "ct_state=+trk+rel-inv", passed(n)),
-        format_rule(n, 150, "ct_state=+trk+new-est-rel-inv,tcp,tcp_flags=+syn-ack", passed(n, True)),
-        format_rule(n, 150, "ct_state=+trk+new-est-rel-inv,tcp6,tcp_flags=+syn-ack", passed(n, True)),
-        format_rule(n, 140, "ct_state=+trk+new-est-rel-inv,tcp", failed(n)),
-        format_rule(n, 140, "ct_state=+trk+new-est-rel-inv,tcp6", failed(n)),
-        format_rule(n, 100, "ct_state=+trk+new-est-rel-inv,ip", passed(n, True)),
-        format_rule(n, 100, "ct_state=+trk+new-est-rel-inv,ipv6", passed(n, True)),
+    ]
+    if strict:
+        new = "ct_state=+trk+new-est-rel-inv"
+        out += [
+            format_rule(n, 150, f"{new},tcp,tcp_flags=+syn-ack", passed(n, True)),
+            format_rule(n, 150, f"{new},tcp6,tcp_flags=+syn-ack", passed(n, True)),
+            format_rule(n, 140, f"{new},tcp", failed(n)),
+            format_rule(n, 140, f"{new},tcp6", failed(n)),
+            format_rule(n, 100, f"{new},ip", passed(n, True)),
+            format_rule(n, 100, f"{new},ipv6", passed(n, True)),
+        ]
+    else:
+        out.append(format_rule(n, 190, "ct_state=+trk+new-inv", passed(n)))
+    out += [
         format_rule(n, 0, "", failed(n)),
         format_rule(m, 300, "ct_state=+trk+inv", failed(m)),
         format_rule(m, 200, "ct_state=+trk+est-inv", passed(m)),
@@ -242,6 +263,10 @@ def main():
     ap = argparse.ArgumentParser(
         description="SoftFlow flow file -> Open vSwitch OpenFlow rules with ct() (see the module doc)")
     ap.add_argument("flows", help="SoftFlow flow file (e.g. from sf-pipegen --pipeline A)")
+    ap.add_argument("--tcp-midstream", choices=("loose", "strict"), default="loose",
+                    help="loose: allowed packets are committed in one ct() (OVS picks up "
+                         "mid-stream TCP); strict: only SYNs open TCP connections, as in "
+                         "SoftFlow (two ct() passes; see the module doc)")
     ap.add_argument("--allow-table", type=int, default=3,
                     help="table that ct() of an allow rule recirculates to (default 3)")
     ap.add_argument("--est-table", type=int, default=4,
@@ -251,7 +276,7 @@ def main():
         rules = read_rules(args.flows)
         if not rules:
             raise TranslateError("no rules in the file")
-        out = translate(rules, args.allow_table, args.est_table)
+        out = translate(rules, args.allow_table, args.est_table, args.tcp_midstream == "strict")
     except (OSError, ValueError, TranslateError) as e:
         print(f"sf2ovs: {args.flows}: {e}", file=sys.stderr)
         return 1

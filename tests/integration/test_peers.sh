@@ -26,7 +26,10 @@
 # is conntrack:0) although the client listens; the peer's own view (OVS:
 # dpctl/dump-conntrack lists the connection, the est-only table's drop rule
 # counted the SYN; Linux: /proc/net/nf_conntrack lists it, nft counters);
-# stop leaves nothing behind.  The plain router (--no-nft) passes the same
+# TCP segments of no connection are dropped where only existing connections
+# may pass (both peers) and, where the ACL allows, by Linux and by OVS with
+# OVS_TCP_MIDSTREAM=strict (OVS's default picks them up); stop leaves
+# nothing behind.  The plain router (--no-nft) passes the same unsolicited
 # SYN, which shows the firewall is what stopped it.  Full-size Pipeline A
 # (500/500/500): OVS holds every translated rule, nft -c accepts the ruleset.
 #
@@ -222,9 +225,12 @@ tcp_transfer() {
   [[ $rc == 0 && $size == "$BYTES" && $sum == "$DATA_SUM" ]]
 }
 
-# A TCP ACK from the client to the server's port MIDSTREAM_PORT that belongs
-# to no connection (crafted, sent on the client's interface): SoftFlow's
-# conntrack refuses mid-stream TCP it did not see open, and so must the peers.
+# send_midstream_ack c|s: three TCP ACKs that belong to no connection
+# (crafted, sent on the host's interface), from the client to the server's
+# port MIDSTREAM_PORT (c) or back (s).  SoftFlow's conntrack refuses
+# mid-stream TCP it did not see open; the Linux peer and OVS with
+# OVS_TCP_MIDSTREAM=strict must too.  (OVS by default picks up what an allow
+# rule lets through, but never what only existing connections may send.)
 MIDSTREAM_PORT=8081
 MIDSTREAM_PY='
 import socket, struct, sys
@@ -248,9 +254,10 @@ for _ in range(3):
     s.send(eth + ip + tcp)
 '
 send_midstream_ack() {
-  local mac
-  mac=$(ip -n "$NS_C" -j link show dev "$IF_C" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["address"])')
-  in_c python3 -c "$MIDSTREAM_PY" "$IF_C" "$mac" "$GW_MAC" "$CLIENT" "$SERVER" $MIDSTREAM_PORT
+  local ns=$NS_C dev=$IF_C src=$CLIENT dst=$SERVER mac
+  [[ $1 == s ]] && { ns=$NS_S dev=$IF_S src=$SERVER dst=$CLIENT; }
+  mac=$(ip -n "$ns" -j link show dev "$dev" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["address"])')
+  ip netns exec "$ns" python3 -c "$MIDSTREAM_PY" "$dev" "$mac" "$GW_MAC" "$src" "$dst" $MIDSTREAM_PORT
 }
 
 ping_server() {
@@ -312,8 +319,8 @@ ovs_est_drops() {
   ovs_ofctl dump-flows "$(ovs_mgmt)" table=4 | sed -n 's/.*n_packets=\([0-9]*\),.*priority=0 .*/\1/p'
 }
 
-# Packets of the allow table's "new TCP without a SYN" drop rules (sf2ovs:
-# table 3, priority 140).
+# Packets of the allow table's "new TCP without a SYN" drop rules (sf2ovs
+# --tcp-midstream strict: table 3, priority 140).
 ovs_midstream_drops() {
   ovs_ofctl dump-flows "$(ovs_mgmt)" table=3 |
     sed -n 's/.*n_packets=\([0-9]*\),.*priority=140,.*/\1/p' | awk '{n += $1} END {print n + 0}'
@@ -331,7 +338,20 @@ ovs_gone() {
   [[ ! -e $OVS_RUN/db.sock && ! -e $OVS_RUN/conf.db ]] || { echo "state left in $OVS_RUN"; return 1; }
 }
 
-ovs_checks() {  # 8 checks
+# wait_counter CMD BEFORE N: waits (up to 3 s) until CMD prints >= BEFORE+N
+# and prints the last value: OpenFlow counters follow the datapath's with
+# the revalidators' delay.
+wait_counter() {
+  local i v
+  for ((i = 0; i < 30; i++)); do
+    v=$($1)
+    ((${v:-0} >= $2 + $3)) && break
+    sleep 0.1
+  done
+  echo "${v:-0}"
+}
+
+ovs_checks() {  # 10 checks
   local out rc type drops0 drops1 verdict
   host_macs "$(pipeline l3-mac "$SMALL" "$CLIENT")" "$(pipeline l3-mac "$SMALL" "$SERVER")" || return 1
   ovs_start "$SMALL"
@@ -349,19 +369,29 @@ ovs_checks() {  # 8 checks
   sf_expect "ovs: unsolicited TCP SYN server -> client:$BACK_PORT is dropped, counted by the est-only table" \
     "$([[ $verdict == refused ]] && ((${drops1:-0} > ${drops0:-0})) && echo 1 || echo 0)" \
     "server -> client: $verdict; table 4 drops $drops0 -> $drops1"
-  drops0=$(ovs_midstream_drops)
-  send_midstream_ack
-  # OpenFlow counters follow the datapath's with the revalidators' delay.
-  local i
-  for ((i = 0; i < 30; i++)); do
-    sleep 0.1
-    drops1=$(ovs_midstream_drops)
-    ((drops1 >= drops0 + 3)) && break
-  done
-  sf_expect "ovs: mid-stream TCP ACK client -> server:$MIDSTREAM_PORT (no connection) is dropped, not picked up" \
-    $((drops1 >= drops0 + 3)) "table 3 priority 140 drops $drops0 -> $drops1"
+  drops0=$(ovs_est_drops)
+  send_midstream_ack s
+  drops1=$(wait_counter ovs_est_drops "$drops0" 3)
+  sf_expect "ovs: mid-stream TCP ACK server -> client (no connection) is dropped" \
+    $((drops1 >= drops0 + 3)) "table 4 drops $drops0 -> $drops1"
   ovs_stop >/dev/null 2>&1
   sf_check "ovs: stop ends our daemons, detaches XDP, removes the state" ovs_gone
+
+  # Strict TCP: only a SYN opens a connection, even where the ACL allows.
+  OVS_TCP_MIDSTREAM=strict ovs_start "$SMALL"
+  rc=$?
+  if ((rc == 0)); then
+    sf_check "ovs strict: TCP client -> server:$TCP_PORT, $BYTES bytes intact" tcp_transfer
+  else
+    tap_diag <"$SF_TMP/start.out"
+    tap_not_ok "ovs strict: starts" nolog
+  fi
+  drops0=$(ovs_midstream_drops)
+  send_midstream_ack c
+  drops1=$(wait_counter ovs_midstream_drops "$drops0" 3)
+  sf_expect "ovs strict: mid-stream TCP ACK client -> server:$MIDSTREAM_PORT (allowed, no connection) is dropped, not picked up" \
+    $((drops1 >= drops0 + 3)) "table 3 priority 140 drops $drops0 -> $drops1"
+  ovs_stop >/dev/null 2>&1
 
   # Full size: the translation of 500/500/500 loads completely.
   ovs_start "$FULL"
@@ -439,9 +469,8 @@ linux_checks() {  # 9 checks
   sf_check "linux: nft list ruleset counts established, the clients' rule and the final drop" nft_counts
   local inv0 inv1
   inv0=$(nft_invalid)
-  send_midstream_ack
-  sleep 0.3
-  inv1=$(nft_invalid)
+  send_midstream_ack c
+  inv1=$(wait_counter nft_invalid "$inv0" 3)
   sf_expect "linux: mid-stream TCP ACK client -> server:$MIDSTREAM_PORT (no connection) is invalid and dropped" \
     $((${inv1:-0} >= ${inv0:-0} + 3)) "ct state invalid drops $inv0 -> $inv1"
   linux_stop >/dev/null 2>&1
@@ -471,7 +500,7 @@ nft_full_check() {
   ((allow == want))
 }
 
-tap_plan 18
+tap_plan 20
 topology || sf_bail "cannot build the topology"
 t0=$SECONDS
 ovs_checks || tap_diag "ovs checks stopped early"
