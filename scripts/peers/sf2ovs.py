@@ -35,6 +35,7 @@ Table N (the packet matched an allow rule: it may open a connection):
     pack handshakes that tightly; a live network's round-trip time does not.
 Table M (default: only existing connections):
   +est or +rel (and not +inv) -> PASS;  anything else -> FAIL.
+N and M default to 3 and 4, which Pipeline A leaves free.
 
 A match-all conntrack rule is split into an `ip` and an `ipv6` rule (OVS's
 ct() needs an IP prerequisite); other packets miss the table and are dropped,
