@@ -128,7 +128,8 @@ std::vector<Route> random_routes(std::mt19937_64& rng, int n,
     } else {
       const Net& net = kTrafficNets[rng() % std::size(kTrafficNets)];
       len = net.len + static_cast<int>(rng() % static_cast<uint64_t>(33 - net.len));
-      prefix = (net.addr | (static_cast<uint32_t>(rng()) & ~prefix_mask(net.len))) & prefix_mask(len);
+      prefix =
+          (net.addr | (static_cast<uint32_t>(rng()) & ~prefix_mask(net.len))) & prefix_mask(len);
     }
     const uint64_t hop = next_hops.empty() ? (rng() & 0xfcffffffffffULL) | 0x020000000000ULL
                                            : next_hops[rng() % next_hops.size()];
@@ -181,6 +182,15 @@ Status check_options(const PipelineOptions& o) {
                          " (the datapath drops packets at sf_stage " +
                          std::to_string(SF_MAX_STAGES) + ")");
   if (o.acl_source && o.acl_source->empty()) return Status::error("the ACL source has no rules");
+  if (o.role != BlackBoxRole::kWhole) {
+    const std::string role = blackbox_role_name(o.role);
+    if (o.kind == PipelineKind::kD || o.kind == PipelineKind::kM)
+      return Status::error("the black-box split (" + role + ") exists for pipelines A, B and C");
+    if (o.role == BlackBoxRole::kAes && o.kind != PipelineKind::kB)
+      return Status::error("the aes VM is part of pipeline B only");
+    if (o.role == BlackBoxRole::kBalancer && o.kind != PipelineKind::kC)
+      return Status::error("the balancer VM is part of pipeline C only");
+  }
   return Status::ok();
 }
 
@@ -247,6 +257,8 @@ void write_header(FlowWriter& w, const PipelineOptions& o, const Ingredients& in
       break;
   }
   opts += " output=" + in.output_action;
+  if (o.role != BlackBoxRole::kWhole)
+    opts += std::string(" blackbox=") + blackbox_role_name(o.role);
   w.comment(opts);
   if (!in.acl_description.empty()) w.comment("ACL: " + in.acl_description);
   for (const std::string& line : o.header) w.comment(line);
@@ -380,6 +392,88 @@ Result<std::string> firewall_pipeline(const PipelineOptions& o, const Ingredient
   return w.take();
 }
 
+// ---- the black-box split (paper Figure 5) ---------------------------------------
+
+std::string port_text(uint32_t port) { return "output:" + std::to_string(port); }
+
+// The stateless part: L2/L3 towards the firewall VM, and what follows each VM.
+Result<std::string> blackbox_hypervisor(const PipelineOptions& o, Ingredients in) {
+  const std::string out_l2 = "goto_table:" + std::to_string(T::kOutputL2);
+  in.output_action = port_text(o.output_port.value_or(kBlackBoxUplink));
+  FlowWriter w;
+  write_header(w, o, in);
+  w.comment("table 0: packets coming back from the VMs");
+  const std::string from_fw = "in_port=" + std::to_string(kBlackBoxFirewallPort);
+  const std::string from_second = "in_port=" + std::to_string(kBlackBoxSecondPort);
+  switch (o.kind) {
+    case PipelineKind::kB:
+      w.rule(T::kIngress, 200, from_fw, port_text(kBlackBoxSecondPort));
+      w.rule(T::kIngress, 200, from_second, "goto_table:" + std::to_string(T::kNat));
+      break;
+    case PipelineKind::kC: {
+      std::string clients = from_fw + ",ip";
+      if (in.clients.len > 0)
+        clients += ",nw_src=" + ipv4_text(in.clients.addr) + "/" + std::to_string(in.clients.len);
+      w.rule(T::kIngress, 210, clients, port_text(kBlackBoxSecondPort));
+      w.rule(T::kIngress, 200, from_fw, out_l2);
+      w.rule(T::kIngress, 200, from_second, "goto_table:" + std::to_string(T::kBackendL3));
+      break;
+    }
+    default:
+      w.rule(T::kIngress, 200, from_fw, out_l2);
+      break;
+  }
+  w.blank();
+  write_ingress_l2(w, in);
+  write_l3(w, in, "goto_table:" + std::to_string(T::kAcl), true);
+  w.comment("table 2: everything but ARP to the firewall VM");
+  w.rule(T::kAcl, 1, "arp", out_l2);
+  w.rule(T::kAcl, 0, "", port_text(kBlackBoxFirewallPort));
+  w.blank();
+  if (o.kind == PipelineKind::kB) write_nat(w);
+  if (o.kind == PipelineKind::kC) write_backends(w);
+  write_output_l2(w, in);
+  return w.take();
+}
+
+// A VM: its middlebox, then back out the port the packet came in on.
+Result<std::string> blackbox_vm(const PipelineOptions& o, Ingredients in) {
+  in.output_action = "in_port";
+  FlowWriter w;
+  write_header(w, o, in);
+  w.comment(std::string("the ") + blackbox_role_name(o.role) +
+            " VM: every packet leaves by the port it came in on");
+  switch (o.role) {
+    case BlackBoxRole::kFirewall:
+      w.rule(T::kIngress, 100, "sf_stage=0", "goto_table:" + std::to_string(T::kAcl));
+      w.rule(T::kIngress, 100, "sf_stage=1,sf_action=conntrack,sf_metadata=1", "in_port");
+      w.rule(T::kIngress, 100, "sf_stage=1,sf_action=conntrack,sf_metadata=0", "drop");
+      w.blank();
+      if (Status s = write_acl(w, in); !s) return s;
+      w.rule(T::kOutputL2, 0, "", "in_port");
+      break;
+    case BlackBoxRole::kAes:
+      w.rule(T::kIngress, 100, "sf_stage=0,ip", "softflow:aes:1");
+      w.rule(T::kIngress, 0, "sf_stage=0", "in_port");
+      w.rule(T::kIngress, 100, "sf_stage=1,sf_action=aes,sf_metadata=1", "in_port");
+      w.rule(T::kIngress, 100, "sf_stage=1,sf_action=aes,sf_metadata=0", "drop");
+      break;
+    case BlackBoxRole::kBalancer:
+      w.rule(T::kIngress, 100, "sf_stage=0,ip", "softflow:balancer:0");
+      w.rule(T::kIngress, 0, "sf_stage=0", "in_port");
+      for (int b = 0; b < kBalancerBuckets; ++b)
+        w.rule(T::kIngress, 100,
+               "sf_stage=1,sf_action=balancer,sf_metadata=" + std::to_string(b) + ",ip",
+               "mod_dl_dst:" + mac_text(balancer_backend_mac(b)) +
+                   ",mod_nw_dst:" + ipv4_text(balancer_backend_ip(b)) + ",in_port");
+      break;
+    default:
+      return Status::error("not a VM role");
+  }
+  w.blank();
+  return w.take();
+}
+
 std::string noop_pipeline(const PipelineOptions& o, const Ingredients& in) {
   FlowWriter w;
   write_header(w, o, in);
@@ -442,6 +536,29 @@ std::optional<PipelineKind> pipeline_kind(std::string_view name) {
   }
 }
 
+const char* blackbox_role_name(BlackBoxRole role) {
+  switch (role) {
+    case BlackBoxRole::kWhole:
+      return "whole";
+    case BlackBoxRole::kHypervisor:
+      return "hypervisor";
+    case BlackBoxRole::kFirewall:
+      return "firewall";
+    case BlackBoxRole::kAes:
+      return "aes";
+    case BlackBoxRole::kBalancer:
+      return "balancer";
+  }
+  return "?";
+}
+
+std::optional<BlackBoxRole> blackbox_role(std::string_view name) {
+  for (BlackBoxRole r : {BlackBoxRole::kWhole, BlackBoxRole::kHypervisor, BlackBoxRole::kFirewall,
+                         BlackBoxRole::kAes, BlackBoxRole::kBalancer})
+    if (name == blackbox_role_name(r)) return r;
+  return std::nullopt;
+}
+
 uint32_t balancer_backend_ip(int bucket) {
   return 0xc0a86400u + 10u + static_cast<uint32_t>(bucket);
 }
@@ -459,7 +576,15 @@ Result<std::string> pipeline_flows(const PipelineOptions& options) {
     case PipelineKind::kM:
       return memload_pipeline(options, *in);
     default:
+      break;
+  }
+  switch (options.role) {
+    case BlackBoxRole::kWhole:
       return firewall_pipeline(options, *in);
+    case BlackBoxRole::kHypervisor:
+      return blackbox_hypervisor(options, std::move(*in));
+    default:
+      return blackbox_vm(options, std::move(*in));
   }
 }
 

@@ -78,12 +78,23 @@ int main(int argc, char** argv) {
   app.add_option("--output-port", output_port,
                  "in_port (back out the input port, the paper's setup) or a port number")
       ->capture_default_str();
+  std::string role_name = "whole";
+  app.add_option("--blackbox", role_name,
+                 "A-C split over processes (paper Figure 5): hypervisor (the stateless L2/L3 "
+                 "part; ports 1 uplink, 2 firewall VM, 3 aes/balancer VM), firewall, aes (B), "
+                 "balancer (C); whole = the run-to-completion pipeline")
+      ->capture_default_str();
   app.add_option("--out", out_path, "output file (default: stdout)");
   CLI11_PARSE(app, argc, argv);
 
   const auto kind = sf::pipeline_kind(kind_name);
   if (!kind) return fail("unknown pipeline '" + kind_name + "' (A, B, C, D or M)");
   o.kind = *kind;
+  const auto role = sf::blackbox_role(role_name);
+  if (!role)
+    return fail("unknown --blackbox role '" + role_name +
+                "' (whole, hypervisor, firewall, aes or balancer)");
+  o.role = *role;
   if (output_port != "in_port") {
     try {
       size_t used = 0;

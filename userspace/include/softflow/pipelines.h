@@ -28,6 +28,19 @@
 //     0 (bucket B: backend MAC/IP) -> 4 -> 5; the servers' replies -> 5
 //  D  k x noop -> 0 -> 1 (L3, which outputs)
 //  M  memload:N -> 0 -> 1 (L3, which outputs)
+//
+// Black box (paper Figure 5): the same A, B or C split over processes, each
+// middlebox in a "VM" of its own (a softflowd with one port that sends every
+// packet back where it came from) chained by a "hypervisor" softflowd that
+// keeps the stateless L2/L3 part.  Hypervisor ports: 1 the uplink (traffic in
+// and out), 2 the firewall VM, 3 the second middlebox VM (B: aes, C: balancer).
+//   hypervisor  in 1: 0 (L2) -> 1 (L3) -> 2: output:2
+//               in 2 (firewall passed): A -> 5; B -> output:3; C: clients ->
+//               output:3, servers -> 5
+//               in 3: B -> 3 (NAT) -> 5; C -> 4 (backend L3) -> 5;  5: output:1
+//   firewall    2 (ACL) -> conntrack -> in_port or drop
+//   aes         aes:1 -> in_port or drop
+//   balancer    balancer:0 -> bucket's backend MAC/IP -> in_port
 #pragma once
 
 #include <cstdint>
@@ -44,6 +57,16 @@
 namespace softflow {
 
 enum class PipelineKind : uint8_t { kA, kB, kC, kD, kM };
+
+// Which part of a black-box split to write (kWhole: the run-to-completion
+// pipeline).
+enum class BlackBoxRole : uint8_t { kWhole, kHypervisor, kFirewall, kAes, kBalancer };
+inline constexpr uint32_t kBlackBoxUplink = 1;
+inline constexpr uint32_t kBlackBoxFirewallPort = 2;
+inline constexpr uint32_t kBlackBoxSecondPort = 3;
+// "whole", "hypervisor", "firewall", "aes", "balancer".
+const char* blackbox_role_name(BlackBoxRole role);
+std::optional<BlackBoxRole> blackbox_role(std::string_view name);
 
 // "A".."D", "M".
 const char* pipeline_name(PipelineKind kind);
@@ -84,6 +107,9 @@ struct PipelineOptions {
   // Where packets leave: nullopt = back out the port they came in on (the
   // paper's setup; action in_port), else output:PORT.
   std::optional<uint32_t> output_port;
+  // A black-box part instead of the whole pipeline (A-C only; aes needs B,
+  // balancer needs C).
+  BlackBoxRole role = BlackBoxRole::kWhole;
   // Extra lines for the comment header (e.g. the command line).
   std::vector<std::string> header;
 };
