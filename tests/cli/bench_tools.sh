@@ -78,5 +78,12 @@ echo '{"conntrack": {"max_connection": 1}}' >"$tmp/badsvc.json"
 check "sf-bench rejects an unknown service configuration key" \
   bad "max_connection" --pipeline A --trace T3 --scale 0.001 --service-config "$tmp/badsvc.json"
 
+# Two threads, each with its own datapath and share of the connections (both
+# directions of a connection on one thread, so the strict firewall passes all).
+"$build/sf-bench" --pipeline A --trace T3 --scale 0.001 --threads 2 --runs 1 --json >"$tmp/thr.json" 2>&1
+check "sf-bench --threads 2: two threads forward every packet" \
+  jq_true '.threads == 2 and (.mpps_per_thread | length == 2 and all(. > 0)) and .tx_per_packet == 1
+           and (.drops | length) == 0' <"$tmp/thr.json"
+
 echo "1..$n"
 exit $failed

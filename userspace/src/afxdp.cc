@@ -16,6 +16,7 @@
 
 #include "sf_abi.h"
 #include "softflow/parse.h"
+#include "softflow/profile.h"
 
 namespace softflow {
 namespace {
@@ -425,12 +426,19 @@ class XskSink : public PacketSink {
 
 }  // namespace
 
+// With profiling (DatapathConfig::profile) the loop charges its own phases
+// to the datapath's counters -- ring and fill handling to io_rx, taking XDP's
+// metadata or parsing to parse, TX flushes and completions to io_tx, empty
+// polls and poll(2) to idle -- and leaves the batch itself to the datapath.
 void AfxdpPorts::run_pmd(uint32_t thread, Switch& sw, const std::atomic<bool>& stop) {
   if (!impl_) return;
   Impl& im = *impl_;
   FrameCache frames(im.free_mutex, im.free_frames);
   XskSink sink(im, thread, frames);
   sw.datapath(thread).set_sink(&sink);
+  ProfileCounters* profile = sw.datapath(thread).profile_counters();
+  if (profile != nullptr) profile->set_start(tsc_now());
+  CycleClock clock(profile);
 
   std::vector<Queue*> mine;
   for (auto& q : im.queues)
@@ -443,6 +451,7 @@ void AfxdpPorts::run_pmd(uint32_t thread, Switch& sw, const std::atomic<bool>& s
   uint64_t last_expire = monotonic_ns();
   int idle = 0;
 
+  clock.restart();
   while (!stop.load(std::memory_order_relaxed)) {
     bool any = false;
     for (Queue* q : mine) {
@@ -466,11 +475,14 @@ void AfxdpPorts::run_pmd(uint32_t thread, Switch& sw, const std::atomic<bool>& s
 
       uint32_t idx = 0;
       const uint32_t n = xsk_ring_cons__peek(&q->rx, kMaxBatch, &idx);
-      if (n == 0) continue;
+      if (n == 0) {
+        clock.charge(ProfileCategory::kIdle);
+        continue;
+      }
       any = true;
       const uint64_t now = monotonic_ns();
       const uint32_t ofport = im.ports[q->port_index].ofport;
-      uint64_t bytes = 0, with_meta = 0;
+      uint64_t bytes = 0;
       for (uint32_t i = 0; i < n; ++i) {
         const xdp_desc* d = xsk_ring_cons__rx_desc(&q->rx, idx + i);
         const uint64_t addr = xsk_umem__add_offset_to_addr(d->addr);
@@ -483,6 +495,17 @@ void AfxdpPorts::run_pmd(uint32_t thread, Switch& sw, const std::atomic<bool>& s
         p.tailroom = im.config.frame_size - p.headroom - p.len;
         p.cookie = chunk;
         p.timestamp_ns = now;
+        bytes += p.len;
+        batch[i] = &p;
+      }
+      xsk_ring_cons__release(&q->rx, n);
+      q->rx_packets.fetch_add(n, std::memory_order_relaxed);
+      q->rx_bytes.fetch_add(bytes, std::memory_order_relaxed);
+      clock.charge(ProfileCategory::kIoRx);
+
+      uint64_t with_meta = 0;
+      for (uint32_t i = 0; i < n; ++i) {
+        Packet& p = packets[i];
         if (take_xdp_meta(p, ofport)) {
           ++with_meta;
         } else {
@@ -490,17 +513,19 @@ void AfxdpPorts::run_pmd(uint32_t thread, Switch& sw, const std::atomic<bool>& s
           p.key.in_port = ofport;
           parse_packet(p);
         }
-        bytes += p.len;
-        batch[i] = &p;
       }
-      xsk_ring_cons__release(&q->rx, n);
-      q->rx_packets.fetch_add(n, std::memory_order_relaxed);
-      q->rx_bytes.fetch_add(bytes, std::memory_order_relaxed);
       q->rx_xdp_meta.fetch_add(with_meta, std::memory_order_relaxed);
+      clock.charge(ProfileCategory::kParse);
 
-      sw.process(thread, {batch.data(), n}, now, [&] { sink.flush(); });
+      // The datapath charges the batch; the flush of its output is TX.
+      sw.process(thread, {batch.data(), n}, now, [&] {
+        clock.restart();
+        sink.flush();
+        clock.charge(ProfileCategory::kIoTx);
+      });
       for (uint32_t i = 0; i < n; ++i)
         if (!packets[i].buffer_taken) frames.put(packets[i].cookie);
+      clock.charge(ProfileCategory::kIoRx);
     }
 
     // Sockets with TX outstanding: collect completions, kick again.
@@ -510,16 +535,19 @@ void AfxdpPorts::run_pmd(uint32_t thread, Switch& sw, const std::atomic<bool>& s
       sink.reclaim_locked(*q);
       XskSink::kick_locked(*q);
     }
+    clock.charge(ProfileCategory::kIoTx);
 
     const uint64_t now = monotonic_ns();
     if (now - last_expire >= kExpireIntervalNs) {
-      sw.expire(thread, now);
+      sw.expire(thread, now);  // charged by the datapath
+      clock.restart();
       last_expire = now;
     }
     if (any) {
       idle = 0;
     } else if (++idle >= kIdleSpins) {
       poll(pfds.data(), pfds.size(), kPollTimeoutMs);
+      clock.charge(ProfileCategory::kIdle);
       idle = 0;
     }
   }

@@ -17,6 +17,7 @@
 #include "softflow/control.h"
 #include "softflow/flow_syntax.h"
 #include "softflow/openflow.h"
+#include "softflow/profile.h"
 #include "softflow/service.h"
 #include "softflow/switch.h"
 #include "softflow/trace.h"
@@ -294,6 +295,7 @@ Response show(Controller& c, const Request&) {
     bool coalescing = false;
     size_t datapaths = 0;
     size_t rules = 0;
+    std::vector<CycleProfile> profiles;  // per datapath (PMD thread); empty: not profiling
   };
   Switch& sw = c.sw();
   const Snapshot snap = sw.exclusive([&] {
@@ -304,6 +306,8 @@ Response show(Controller& c, const Request&) {
     s.coalescing = sw.datapath(0).coalescing();
     s.datapaths = sw.datapath_count();
     s.rules = sw.tables().rule_count();
+    if (sw.datapath(0).profiling())
+      for (size_t i = 0; i < s.datapaths; ++i) s.profiles.push_back(sw.datapath(i).profile());
     return s;
   });
   const DatapathStats& st = snap.stats;
@@ -321,6 +325,10 @@ Response show(Controller& c, const Request&) {
                      snap.megaflows, snap.cache.max_megaflows,
                      snap.datapaths > 1 ? " per datapath" : "", idle_s,
                      snap.coalescing ? "on" : "off");
+  if (auto it = facts.find("xdp_lookup"); it != facts.end() && it->is_boolean())
+    out +=
+        fmt::format("xdp_lookup: {}{}\n", it->get<bool>(),
+                    it->get<bool>() ? "" : " (no megaflows mirrored to XDP: stage-0 lookups here)");
 
   const uint64_t xdp = st.xdp_emc_resolved + st.xdp_megaflow_resolved;
   const uint64_t userspace = st.emc_hits + st.megaflow_hits;
@@ -361,9 +369,33 @@ Response show(Controller& c, const Request&) {
   // Whatever else the daemon reports (e.g. its BPF mirror's counters),
   // except what is shown above already.
   for (const auto& [key, value] : facts.items()) {
-    if (key == "ports" || key == "xdp" || key == "pmd_threads" || key == "coalescing") continue;
+    if (key == "ports" || key == "xdp" || key == "pmd_threads" || key == "coalescing" ||
+        key == "xdp_lookup")
+      continue;
     out +=
         fmt::format("{}: {}\n", key, value.is_object() ? fields_text(value, {}) : json_text(value));
+  }
+
+  // CPU breakdown (softflowd --profile): the sum, then each PMD thread.
+  Json profile = nullptr;
+  if (!snap.profiles.empty()) {
+    const double hz = tsc_hz();
+    CycleProfile total;
+    for (const CycleProfile& p : snap.profiles) total += p;
+    out += fmt::format(
+        "profile: TSC {:.3f} GHz; cycles per packet by category (share of the charged cycles); "
+        "sum of the categories of wall cycles\n",
+        hz / 1e9);
+    out += fmt::format("  total: packets={}: {}\n", total.packets, profile_text(total));
+    profile = profile_json(total, hz);
+    profile["threads"] = Json::array();
+    for (size_t i = 0; i < snap.profiles.size(); ++i) {
+      out += fmt::format("  pmd {}: packets={}: {}\n", i, snap.profiles[i].packets,
+                         profile_text(snap.profiles[i]));
+      Json t = profile_json(snap.profiles[i], hz);
+      t["thread"] = i;
+      profile["threads"].push_back(std::move(t));
+    }
   }
 
   Json counters = Json::object();
@@ -393,6 +425,8 @@ Response show(Controller& c, const Request&) {
                  {"xdp", xdp_counters},
                  {"daemon", facts}};
   if (auto it = facts.find("pmd_threads"); it != facts.end()) result["pmd_threads"] = *it;
+  if (auto it = facts.find("xdp_lookup"); it != facts.end()) result["xdp_lookup"] = *it;
+  if (!profile.is_null()) result["profile"] = std::move(profile);
   return Response::success(std::move(out), std::move(result));
 }
 

@@ -31,7 +31,12 @@ uint64_t DatapathStats::total_drops() const {
 
 Datapath::Datapath(OpenFlowTables& tables, ServiceSet& services, DatapathConfig config,
                    PacketSink* sink)
-    : tables_(tables), services_(services), config_(config), sink_(sink), cache_(config.cache) {
+    : tables_(tables),
+      services_(services),
+      config_(config),
+      sink_(sink),
+      cache_(config.cache),
+      clock_(config.profile ? &profile_ : nullptr) {
   builders_.reserve(kMaxBatch);
   emissions_.reserve(kMaxBatch * 2);
   tx_arena_.reserve(kMaxBatch * 2048);
@@ -44,7 +49,9 @@ void Datapath::process_batch(std::span<Packet* const> batch, uint64_t now_ns) {
     process_batch(batch.first(kMaxBatch), now_ns);
     batch = batch.subspan(kMaxBatch);
   }
+  clock_.start(ProfileCategory::kLookup);
   const uint32_t n = static_cast<uint32_t>(batch.size());
+  clock_.count_packets(n);
   for (uint32_t i = 0; i < n; ++i) {
     inflight_[i] = InFlight{};
     inflight_[i].pkt = batch[i];
@@ -57,6 +64,7 @@ void Datapath::process_batch(std::span<Packet* const> batch, uint64_t now_ns) {
   for (;;) {
     for (uint32_t i = 0; i < n; ++i)
       if (inflight_[i].next == Next::kLookup) classify(inflight_[i]);
+    clock_.enter(ProfileCategory::kActions);
     for (uint32_t i = 0; i < n; ++i)
       if (inflight_[i].next == Next::kExecute) execute_actions(i, inflight_[i], now_ns);
 
@@ -64,11 +72,15 @@ void Datapath::process_batch(std::span<Packet* const> batch, uint64_t now_ns) {
     for (uint32_t i = 0; i < n; ++i)
       if (inflight_[i].next == Next::kService) at_service[n_service++] = i;
     if (n_service == 0) break;
+    clock_.enter(ProfileCategory::kServices);
     run_services({at_service.data(), n_service});
     for (size_t k = 0; k < n_service; ++k) reinject(inflight_[at_service[k]], now_ns);
+    clock_.enter(ProfileCategory::kLookup);
   }
   tx();
+  clock_.enter(ProfileCategory::kSlowPath);  // the upcalls' builders go
   builders_.clear();
+  clock_.stop();
 }
 
 // A stage-0 megaflow named by the XDP program, if it is still the megaflow
@@ -144,6 +156,7 @@ bool Datapath::synthetic_miss() {
 }
 
 void Datapath::upcall(InFlight& f) {
+  CycleClock::Scope slow_path(clock_, ProfileCategory::kSlowPath);
   ++stats_.upcalls;
   ++stats_.xlates;
   const FlowKey& key = f.pkt->key;
@@ -280,6 +293,7 @@ void Datapath::reinject(InFlight& f, uint64_t now_ns) {
   if (b != nullptr && !b->installed && p.sf_coalesce) {
     // Coalescing build: translate the next stage for this packet now and
     // append it to the megaflow under construction.
+    CycleClock::Scope slow_path(clock_, ProfileCategory::kSlowPath);
     ++stats_.xlates;
     XlateResult xr = tables_.xlate(p.key);
     key_or_into(b->mask, key_and_not(xr.wildcards, b->written));
@@ -375,6 +389,7 @@ void Datapath::drop(InFlight& f, DropReason reason) {
 }
 
 void Datapath::install_builder(Builder& b, uint64_t now_ns) {
+  CycleClock::Scope slow_path(clock_, ProfileCategory::kSlowPath);
   b.installed = true;
   const size_t before = cache_.size();
   Megaflow* mf = cache_.install(b.origin_key, b.mask, b.segments, now_ns);
@@ -394,6 +409,7 @@ void Datapath::install_builder(Builder& b, uint64_t now_ns) {
 // or already fixed by the old megaflow's mask.  Append-only, so packets in
 // flight on the old megaflow are unaffected.
 void Datapath::attach_continuation(InFlight& f, const Megaflow& next) {
+  CycleClock::Scope slow_path(clock_, ProfileCategory::kSlowPath);
   Megaflow& mf = *f.extend;
   if (!mf.alive || mf.generation != f.extend_generation || &mf == &next) return;
   if (f.extend_segment + 1u != mf.segments.size()) return;  // someone extended it already
@@ -433,9 +449,12 @@ void Datapath::push_rule_stats() {
   cache_.for_each([this](Megaflow& mf) { push_megaflow_stats(mf); });
 }
 
+// Megaflow maintenance counts as slow path: the work OVS's revalidators do.
 size_t Datapath::expire(uint64_t now_ns) {
+  clock_.start(ProfileCategory::kSlowPath);
   const size_t n = cache_.expire(now_ns, [this](Megaflow& mf) { push_megaflow_stats(mf); });
   stats_.megaflows_expired += n;
+  clock_.stop();
   return n;
 }
 

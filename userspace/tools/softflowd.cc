@@ -2,6 +2,13 @@
 //
 //   softflowd --port veth-a:1 --port veth-b:2 [--flows FILE] [--socket PATH]
 //             [--no-coalesce] [--xdp-mode native|generic] [--pmd-threads N]
+//             [--profile] [--no-xdp-lookup]
+//
+// --profile charges TSC cycles per batch phase (parse, lookup, slow path,
+// services, actions, I/O, idle; profile.h) and `sfctl show` prints them per
+// PMD thread.  --no-xdp-lookup mirrors no megaflows to the XDP program: it
+// still parses and redirects, but every stage-0 lookup happens in userspace
+// (the ablation of the hybrid's XDP-side classification).
 //
 // Start-up checks everything before it changes anything (flows file, ports,
 // interfaces, the XDP programs already attached, the control socket); then it
@@ -25,6 +32,7 @@
 #include "softflow/control.h"
 #include "softflow/flow_syntax.h"
 #include "softflow/ports.h"
+#include "softflow/profile.h"
 #include "softflow/switch.h"
 #include "xdp_loader.h"
 
@@ -43,6 +51,8 @@ struct Options {
   std::string flows;
   std::string service_config;
   bool no_coalesce = false;
+  bool profile = false;
+  bool no_xdp_lookup = false;
   std::string xdp_mode = "native";
   uint32_t pmd_threads = 1;
   std::vector<int> pmd_cpus;  // PMD thread i runs on pmd_cpus[i % size]
@@ -138,6 +148,7 @@ int run(const Options& opt) {
   SwitchConfig sc;
   sc.n_datapaths = opt.pmd_threads;
   sc.datapath.coalesce = !opt.no_coalesce;
+  sc.datapath.profile = opt.profile;
   sc.datapath.cache.max_megaflows = opt.max_megaflows;
   sc.datapath.cache.idle_timeout_ns = static_cast<uint64_t>(opt.idle_timeout_s * 1e9);
   sc.service_config = service_config;
@@ -173,6 +184,7 @@ int run(const Options& opt) {
     nlohmann::json j;
     j["pmd_threads"] = opt.pmd_threads;
     j["coalescing"] = !opt.no_coalesce;
+    j["xdp_lookup"] = !opt.no_xdp_lookup;
     nlohmann::json jports = nlohmann::json::array();
     std::vector<AfxdpQueueStats> qstats = afxdp ? afxdp->stats() : std::vector<AfxdpQueueStats>{};
     for (size_t i = 0; i < ports.size(); ++i) {
@@ -240,12 +252,16 @@ int run(const Options& opt) {
                               SF_MAX_QUEUES));
   }
 
+  // The mirror starts by writing an empty mask list to XDP; without its
+  // observers (--no-xdp-lookup) it stays empty and XDP resolves nothing.
   mirror = std::make_unique<MegaflowMirror>(loader->maps());
-  sw->exclusive([&] {
-    for (size_t t = 0; t < sw->datapath_count(); ++t)
-      sw->datapath(t).megaflows().set_observer(mirror->observer(static_cast<uint32_t>(t)));
-    return 0;
-  });
+  if (!opt.no_xdp_lookup)
+    sw->exclusive([&] {
+      for (size_t t = 0; t < sw->datapath_count(); ++t)
+        sw->datapath(t).megaflows().set_observer(mirror->observer(static_cast<uint32_t>(t)));
+      return 0;
+    });
+  if (opt.profile) tsc_hz();  // calibrated once, before the PMD threads start
 
   AfxdpConfig acfg;
   acfg.pmd_threads = opt.pmd_threads;
@@ -282,9 +298,10 @@ int run(const Options& opt) {
                ports[i].n_queues == 1 ? "" : "s", xdp_mode_name(itf.mode), itf.prog_id,
                itf.adopted ? ", adopted" : "");
   }
-  fmt::print(stderr, "softflowd: {} flows, {} PMD thread{}, coalescing {}, control {}\n",
+  fmt::print(stderr, "softflowd: {} flows, {} PMD thread{}, coalescing {}, control {}{}{}\n",
              rules.size(), opt.pmd_threads, opt.pmd_threads == 1 ? "" : "s",
-             opt.no_coalesce ? "off" : "on", opt.socket);
+             opt.no_coalesce ? "off" : "on", opt.socket,
+             opt.no_xdp_lookup ? ", no XDP lookups" : "", opt.profile ? ", profiling" : "");
 
   // Housekeeping until a signal: re-rank the XDP mask search order.
   int signo = 0;
@@ -322,6 +339,10 @@ int main(int argc, char** argv) {
   app.add_option("--flows", opt.flows, "OpenFlow rules to start with (ovs-ofctl syntax)");
   app.add_option("--service-config", opt.service_config, "service configuration (JSON)");
   app.add_flag("--no-coalesce", opt.no_coalesce, "turn stage coalescing off");
+  app.add_flag("--profile", opt.profile,
+               "CPU breakdown per PMD thread in TSC cycles (sfctl show prints it)");
+  app.add_flag("--no-xdp-lookup", opt.no_xdp_lookup,
+               "mirror no megaflows to XDP: every stage-0 lookup in userspace");
   app.add_option("--xdp-mode", opt.xdp_mode, "native or generic")->capture_default_str();
   app.add_option("--pmd-threads,--threads", opt.pmd_threads, "polling threads")
       ->capture_default_str();

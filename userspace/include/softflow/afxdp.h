@@ -63,7 +63,9 @@ class AfxdpPorts {
   AfxdpPorts& operator=(const AfxdpPorts&) = delete;
 
   // The PMD loop of thread 'thread' (datapath 'thread' of the switch), until
-  // 'stop' becomes true.
+  // 'stop' becomes true.  When that datapath profiles, the loop charges its
+  // RX/fill ring handling (io_rx), parsing (parse), TX flushes and completions
+  // (io_tx) and empty polls (idle) to the datapath's counters (profile.h).
   void run_pmd(uint32_t thread, Switch& sw, const std::atomic<bool>& stop);
 
   uint32_t pmd_threads() const { return config_.pmd_threads; }

@@ -15,6 +15,12 @@
 // whether coalescing saved a lookup, so coalescing on/off cannot change what
 // leaves which port (DESIGN.md's invariant).  Output is emitted per batch in
 // input order (a packet's copies in the order its actions produced them).
+//
+// With DatapathConfig::profile, each batch's phases are timed in TSC cycles
+// (profile.h): classify -> lookup, execute_actions and tx -> actions,
+// run_services and reinject -> services, and upcalls, coalescing builds,
+// megaflow installs and expiry -> slow_path.  The PMD loop (or sf-bench)
+// adds parse, I/O and idle time to the same counters.
 #pragma once
 
 #include <array>
@@ -25,6 +31,7 @@
 #include "softflow/megaflow.h"
 #include "softflow/openflow.h"
 #include "softflow/packet.h"
+#include "softflow/profile.h"
 #include "softflow/service.h"
 
 namespace softflow {
@@ -37,6 +44,9 @@ struct DatapathConfig {
   // the packet takes the slow path (xlate, build, install attempt, which
   // finds the megaflow already there).  Spread evenly and deterministically.
   double synthetic_miss_rate = 0.0;
+  // CPU breakdown in TSC cycles per phase (profile.h); off costs a
+  // predictable branch per phase boundary.
+  bool profile = false;
 };
 
 struct DatapathStats {
@@ -111,6 +121,14 @@ class Datapath {
   void set_coalescing(bool on) { config_.coalesce = on; }
   void set_sink(PacketSink* sink) { sink_ = sink; }
 
+  bool profiling() const { return config_.profile; }
+  // The counters, zero unless profiling.  Snapshots may be taken from any
+  // thread.
+  CycleProfile profile() const { return profile_.snapshot(); }
+  // For the thread that feeds this datapath to charge parse, I/O and idle
+  // time (CycleClock); null when not profiling.
+  ProfileCounters* profile_counters() { return config_.profile ? &profile_ : nullptr; }
+
  private:
   // A megaflow under construction by an upcall: the stages translated so far
   // for one packet, installed when its chain of coalescable stages ends.
@@ -172,6 +190,8 @@ class Datapath {
   PacketSink* sink_;
   MegaflowCache cache_;
   DatapathStats stats_;
+  ProfileCounters profile_;
+  CycleClock clock_;  // charges profile_, or nothing
 
   std::array<InFlight, kMaxBatch> inflight_;
   std::vector<Builder> builders_;
