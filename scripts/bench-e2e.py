@@ -375,11 +375,14 @@ class Bench:
         for vm in hv.vms:
             self.stop(vm)
 
-    def read_profile(self, p, cfg, run_no):
-        show = self.sfctl(p)
-        prof = show.get("profile") or {}
-        cycles = prof.get("cycles") or {}
-        packets = prof.get("packets") or 0
+    def read_profile(self, p, cfg, run_no, before):
+        """Cycles per packet over the traffic of this run (difference of two
+        snapshots; idle includes the drain and the gaps between batches)."""
+        prof = self.sfctl(p).get("profile") or {}
+        prof0 = (before or {}).get("profile") or {}
+        c1, c0 = prof.get("cycles") or {}, prof0.get("cycles") or {}
+        cycles = {c: c1.get(c, 0) - c0.get(c, 0) for c in PROFILE_CATEGORIES}
+        packets = (prof.get("packets") or 0) - (prof0.get("packets") or 0)
         row = dict(zip(("experiment", "system", "pipeline", "trace", "coalesce", "variant"),
                        cfg["key"]))
         row.update(run=run_no, packets=packets, tsc_hz=prof.get("tsc_hz", 0))
@@ -413,9 +416,10 @@ class Bench:
         dev = cfg["start"]()
         try:
             time.sleep(0.2)
+            before = self.sfctl(dev) if cfg["after"] else None
             res = self.pktgen(key[3], cfg["iface"], cfg["queues"])
             if cfg["after"]:
-                cfg["after"](dev, cfg, run_no)
+                cfg["after"](dev, cfg, run_no, before)
         finally:
             cfg["stop"](dev)
         row = dict(zip(("experiment", "system", "pipeline", "trace", "coalesce", "variant"), key))
