@@ -20,6 +20,10 @@ PACKAGES=(
   tcpdump               # reading pcaps in tests and by hand
   curl                  # integration: HTTP clients through the load balancer
   python3
+  iperf3                # scripts/bench-veth.sh
+  openvswitch-switch    # benchmark peer: OVS userspace datapath with ct() (scripts/peers/ovs.sh)
+  nftables              # benchmark peer: Linux router with nftables conntrack (scripts/peers/linux.sh)
+  python3-matplotlib    # scripts/plot-figures.py (Debian's /usr/bin/python3)
 )
 
 missing=()
