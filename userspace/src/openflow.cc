@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 
 #include "softflow/service.h"
@@ -258,8 +259,11 @@ const OpenFlowTables::Rule* OpenFlowTables::find(uint64_t id) const {
 void OpenFlowTables::credit(uint64_t rule_id, uint64_t packets, uint64_t bytes) {
   auto it = by_id_.find(rule_id);
   if (it == by_id_.end()) return;
-  it->second->n_packets += packets;
-  it->second->n_bytes += bytes;
+  // PMD threads credit the shared rules concurrently, each under its own
+  // datapath's lock only (expiry, megaflows that could not be installed);
+  // readers hold every datapath lock.
+  std::atomic_ref<uint64_t>(it->second->n_packets).fetch_add(packets, std::memory_order_relaxed);
+  std::atomic_ref<uint64_t>(it->second->n_bytes).fetch_add(bytes, std::memory_order_relaxed);
 }
 
 const OpenFlowTables::Rule* OpenFlowTables::lookup(const Table& table, const FlowKey& flow,
