@@ -22,6 +22,9 @@ came in on.  Devices (each started and stopped by this script, every run):
               threads (veth with two queues; the generator sends on both)
   breakdown   paper Figure 12: softflowd --profile, cycles per packet by
               category (parse, lookup, slow path, services, actions, I/O)
+  sweep       offered rate vs delivered rate (T2) for the bare AF_XDP echo
+              and softflowd on Pipeline A: where each saturates, and whether
+              it collapses when overdriven
 
 Runs are interleaved (run 1 of every configuration, then run 2, ...) so that
 drift on a shared machine spreads over all of them.  Output in --out DIR:
@@ -52,12 +55,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCALES = {
     "smoke": dict(trace_scale=0.002, seconds=1.0, warmup=0.3, runs=1,
                   traces="T1,T2,T3", pipelines="A,B,C", rules=50),
-    "quick": dict(trace_scale=0.02, seconds=2.0, warmup=0.5, runs=3,
+    "quick": dict(trace_scale=0.02, seconds=1.5, warmup=0.5, runs=3,
                   traces="T1,T2,T3", pipelines="A,B,C", rules=500),
     "full": dict(trace_scale=0.2, seconds=10.0, warmup=2.0, runs=5,
                  traces="T1,T2,T3", pipelines="A,B,C", rules=500),
 }
-EXPERIMENTS = ["ceiling", "e2e", "ablation", "blackbox", "peers", "scaling", "breakdown"]
+EXPERIMENTS = ["ceiling", "e2e", "ablation", "blackbox", "peers", "scaling", "breakdown", "sweep"]
+# Offered rates of the sweep (packets/s; 0 = as fast as the generator goes).
+SWEEP_RATES = [200000, 400000, 600000, 800000, 1000000, 0]
 CSV_FIELDS = ["experiment", "system", "pipeline", "trace", "coalesce", "variant", "run",
               "offered_pps", "sent_pps", "received_pps", "lost_pps", "generator_bound",
               "sent", "received", "seconds"]
@@ -282,9 +287,9 @@ class Bench:
         self.peers_started.remove(entry)
 
     # ---- the generator -----------------------------------------------------------
-    def pktgen(self, trace, iface, queues=1):
+    def pktgen(self, trace, iface, queues=1, rate=None):
         cmd = [self.tool("sf-pktgen"), "--iface", iface, "--pcap", self.traces[trace],
-               "--queues", str(queues), "--rate", str(self.a.rate),
+               "--queues", str(queues), "--rate", str(self.a.rate if rate is None else rate),
                "--duration", str(self.seconds + self.warmup), "--warmup", str(self.warmup),
                "--cpu", str(self.a.gen_cpu), "--interval", "0", "--xdp-mode", self.a.xdp_mode,
                "--json"]
@@ -298,9 +303,9 @@ class Bench:
         dut_cpu = a.dut_cpus[0]
         out = []
 
-        def add(key, start, stop=None, iface=None, queues=1, after=None):
+        def add(key, start, stop=None, iface=None, queues=1, after=None, rate=None):
             out.append(dict(key=key, start=start, stop=stop or self.stop,
-                            iface=iface or self.gen_if, queues=queues, after=after))
+                            iface=iface or self.gen_if, queues=queues, after=after, rate=rate))
 
         def sfd(pipeline, coalesce=True, extra=(), cpus=None, ports=None, flows=None):
             return lambda: self.softflowd(self.dut, ports or [self.dut_if],
@@ -339,6 +344,13 @@ class Bench:
                 for c in a.coalesce:
                     add(("breakdown", "softflowd", "A", t, c, "profile"),
                         sfd("A", c == "on", extra=["--profile"]), after=self.read_profile)
+        if "sweep" in a.experiments:
+            t = "T2" if "T2" in a.traces else a.traces[0]
+            for rate in SWEEP_RATES:
+                variant = "rate=%dk" % (rate // 1000) if rate else "rate=max"
+                add(("sweep", "echo-afxdp", "-", t, "-", variant),
+                    lambda: self.echo("afxdp", dut_cpu), rate=rate)
+                add(("sweep", "softflowd", "A", t, "on", variant), sfd("A"), rate=rate)
         if "blackbox" in a.experiments:
             t = "T1" if "T1" in a.traces else a.traces[0]
             for p in a.pipelines:
@@ -417,7 +429,7 @@ class Bench:
         try:
             time.sleep(0.2)
             before = self.sfctl(dev) if cfg["after"] else None
-            res = self.pktgen(key[3], cfg["iface"], cfg["queues"])
+            res = self.pktgen(key[3], cfg["iface"], cfg["queues"], cfg["rate"])
             if cfg["after"]:
                 cfg["after"](dev, cfg, run_no, before)
         finally:

@@ -288,6 +288,33 @@ class Plotter:
         ax.legend(fontsize=8)
         self.save(fig, "e2e_overview")
 
+    def sweep(self):
+        rows = [r for r in self.runs if r["experiment"] == "sweep"]
+        if not rows:
+            return self.skip("sweep", "no sweep runs")
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        for system in sorted({r["system"] for r in rows}):
+            by = {}
+            for r in rows:
+                if r["system"] == system:
+                    by.setdefault(r["variant"], []).append(r)
+            pts = []
+            for v in by.values():
+                sent = statistics.median(float(r["sent_pps"]) for r in v) / 1e6
+                m, lo, hi = med_range(float(r["received_pps"]) / 1e6 for r in v)
+                pts.append((sent, m, lo, hi))
+            pts.sort()
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts],
+                        yerr=[[p[2] for p in pts], [p[3] for p in pts]], marker="o", capsize=3,
+                        label=system + (" (A, coalescing on)" if system == "softflowd" else ""))
+        top = max(float(r["sent_pps"]) for r in rows) / 1e6
+        ax.plot([0, top], [0, top], color="gray", linewidth=0.6, linestyle="--", label="no loss")
+        ax.set_xlabel("offered Mpps (sent by sf-pktgen; rightmost: as fast as it goes)")
+        ax.set_ylabel("Mpps delivered back")
+        ax.set_title("Offered vs delivered rate, %s" % rows[0]["trace"], fontsize=9)
+        ax.legend(fontsize=8)
+        self.save(fig, "sweep_offered_rate")
+
     def ablation(self):
         g = self.e2e("ablation")
         if not g:
@@ -318,7 +345,7 @@ def main():
     os.makedirs(out, exist_ok=True)
     p = Plotter(a.results, out)
     for fig in (p.fig5, p.fig6, p.fig7, p.fig8, p.fig10, p.fig11, p.fig12, p.overview,
-                p.ablation):
+                p.ablation, p.sweep):
         fig()
     for path in p.written:
         print(path)

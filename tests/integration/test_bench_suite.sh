@@ -64,7 +64,7 @@ check "fig12 in process: every configuration has a cycle profile" \
   "$out/suite/inprocess/fig12.jsonl"
 
 check "every experiment has rows" csv_true \
-  'set(r["experiment"] for r in rows) == {"ceiling","e2e","ablation","blackbox","peers","scaling","breakdown"}'
+  'set(r["experiment"] for r in rows) == {"ceiling","e2e","ablation","blackbox","peers","scaling","breakdown","sweep"}'
 check "e2e: pipelines A-C x coalescing on/off" csv_true \
   'set((r["pipeline"], r["coalesce"]) for r in rows if r["experiment"] == "e2e") == {(p, c) for p in "ABC" for c in ("on", "off")}'
 check "peers: OVS, Linux with nftables, Linux router" csv_true \
@@ -86,7 +86,7 @@ EOF
 check "summary.md has the coalescing and black-box tables" \
   grep -q "run-to-completion | black box" "$out/suite/e2e/summary.md"
 for png in fig5_blackbox fig6_coalescing fig7_noop_stages fig8_scaling fig10_memload \
-           fig11_hit_rate fig12_breakdown e2e_overview ablation_xdp_lookup; do
+           fig11_hit_rate fig12_breakdown e2e_overview ablation_xdp_lookup sweep_offered_rate; do
   check "plot $png.png" bash -c "head -c 8 '$out/suite/figures/$png.png' | grep -q PNG"
 done
 check "MACHINE.txt names the commit" grep -q "^commit: " "$out/suite/MACHINE.txt"
