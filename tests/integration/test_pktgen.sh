@@ -11,8 +11,8 @@
 # Checks, per XDP mode:
 #  - sf-echo --mode xdp-tx: `sf-pktgen --loops 2 --rate 20000` gets back
 #    exactly 2 x trace frames, and the reflector's own counters agree;
-#  - the same with --mode afxdp (sf-echo's rx equals pktgen's sent), and with
-#    two queues on each side;
+#  - the same with --mode afxdp (sf-echo's rx equals pktgen's sent), with
+#    --busy-poll, and with two queues on each side;
 #  - with nothing echoing, pktgen counts nothing received and all lost;
 #  - the frames of two passes captured on the far side: pass 1 is the trace
 #    byte for byte, pass 2 differs from it only in the TCP/UDP ports and L4
@@ -179,27 +179,28 @@ ec() { jq -r "$1" <<<"$EC"; }
 # has_xdp NS IF: succeeds when IF has an XDP program attached.
 has_xdp() { ip -n "$1" -d link show dev "$2" | grep -q 'prog/xdp'; }
 
-# echo_round MODE TRACE ARGS...: sf-echo MODE on s1, two passes of TRACE at
-# 20 kpps; checks pktgen's counts and the echo's.
+# echo_round MODE TRACE [SF-ECHO ARGS...]: sf-echo MODE on s1, two passes
+# of TRACE at 20 kpps; checks pktgen's counts and the echo's.
 echo_round() {
   local mode=$1 trace=$2 n sent received
   shift 2
+  local label="$mode${*:+ $*}"
   n=$(pcap_py count "$trace")
-  echo_start --iface "${SF_SW_IF[1]}" --mode "$mode" || return 1
-  pktgen --iface "${SF_HOST_IF[1]}" --pcap "$trace" --xdp-mode "$SF_MODE" --loops 2 --rate 20000 "$@"
+  echo_start --iface "${SF_SW_IF[1]}" --mode "$mode" "$@" || return 1
+  pktgen --iface "${SF_HOST_IF[1]}" --pcap "$trace" --xdp-mode "$SF_MODE" --loops 2 --rate 20000
   local rc=$?
   echo_stop
   sent=$(pg .sent)
   received=$(pg .received)
-  sf_expect "$mode: pktgen gets back all it sent (sent = received = 2 x $n)" \
+  sf_expect "$label: pktgen gets back all it sent (sent = received = 2 x $n)" \
     $((rc == 0 && sent == 2 * n && received == sent)) \
     "exit $rc; sent=$sent received=$received lost=$(pg .lost) loops=$(pg .loops); $(cat "$PG_ERR")"
   if [[ $mode == xdp-tx ]]; then
-    sf_expect "$mode: the reflector counted rx = tx = sent" \
+    sf_expect "$label: the reflector counted rx = tx = sent" \
       $(($(ec '.rx // -1') == sent && $(ec '.tx // -1') == sent && $(ec '.dropped // -1') == 0)) \
       "sf-echo: $EC"
   else
-    sf_expect "$mode: sf-echo's rx and tx equal pktgen's sent" \
+    sf_expect "$label: sf-echo's rx and tx equal pktgen's sent" \
       $(($(ec '.rx // -1') == sent && $(ec '.tx // -1') == sent)) "sf-echo: $EC"
   fi
 }
@@ -243,6 +244,7 @@ scenario() {
   # (a), (b): the two echoes, exact counts.
   echo_round xdp-tx "$T3"
   echo_round afxdp "$T3"
+  echo_round afxdp "$T3" --busy-poll
 
   # Two queues on each side: connections spread, nothing lost.
   echo_start --iface "$MQ_S" --mode afxdp --queues 2 || return 1
@@ -335,5 +337,5 @@ generator_bound=$(pg .generator_bound) tx_ring_full=$(pg .tx_ring_full) (machine
   unset SF_PORT_ARGS
 }
 
-sf_run_modes scenario 15
+sf_run_modes scenario 17
 sf_finish

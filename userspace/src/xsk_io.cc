@@ -217,6 +217,20 @@ uint32_t XskSocket::reap_to_free_list() {
   return n;
 }
 
+Status XskSocket::enable_busy_poll(uint32_t budget, uint32_t timeout_us) {
+  const std::pair<int, int> options[] = {{SO_PREFER_BUSY_POLL, 1},
+                                         {SO_BUSY_POLL, static_cast<int>(timeout_us)},
+                                         {SO_BUSY_POLL_BUDGET, static_cast<int>(budget)}};
+  for (const auto& [option, value] : options)
+    if (setsockopt(fd_, SOL_SOCKET, option, &value, sizeof(value)) != 0)
+      return Status::error(fmt::format("cannot enable busy polling on {} queue {}: {}",
+                                       config_.ifname, config_.queue, errno_text(errno)),
+                           errno);
+  return Status::ok();
+}
+
+void XskSocket::busy_poll_rx() { recvfrom(fd_, nullptr, 0, MSG_DONTWAIT, nullptr, nullptr); }
+
 XskStatistics XskSocket::statistics() const {
   xdp_statistics st{};
   socklen_t len = sizeof(st);

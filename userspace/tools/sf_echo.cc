@@ -3,7 +3,7 @@
 // Ethernet addresses swapped, and nothing else.
 //
 //   sf-echo --iface IF [--mode afxdp|xdp-tx] [--queues N] [--cpu N]
-//           [--xdp-mode native|generic] [--batch N] [--json]
+//           [--xdp-mode native|generic] [--batch N] [--busy-poll] [--json]
 //
 //   --mode xdp-tx  the XDP program sf_reflect (sf_reflect.bpf.c) returns
 //                  XDP_TX; no userspace on the packet path.
@@ -12,7 +12,10 @@
 //                  receive a batch, swap the addresses in place, put the same
 //                  UMEM frames on the same socket's TX ring, return completed
 //                  frames to the fill ring.  No switch logic; batching and
-//                  need_wakeup as a switch would use them.
+//                  need_wakeup as a switch would use them.  --busy-poll:
+//                  preferred busy polling (xsk_io.h), so the echo's thread
+//                  runs its own RX NAPI; set napi_defer_hard_irqs and
+//                  gro_flush_timeout on IF for it to take effect.
 //
 // Runs until SIGINT or SIGTERM, then prints rx, tx and dropped (text, or one
 // JSON object with --json) and detaches everything (the XDP program is
@@ -92,8 +95,11 @@ struct EchoCounters {
 
 class AfxdpEcho {
  public:
-  AfxdpEcho(std::vector<sf::XskSocket*> sockets, uint32_t batch)
-      : sockets_(std::move(sockets)), batch_(batch), max_kicks_(batch / kFramesPerKick + 2) {}
+  AfxdpEcho(std::vector<sf::XskSocket*> sockets, uint32_t batch, bool busy_poll)
+      : sockets_(std::move(sockets)),
+        batch_(batch),
+        max_kicks_(batch / kFramesPerKick + 2),
+        busy_poll_(busy_poll) {}
 
   void run();
   const EchoCounters& counters() const { return counters_; }
@@ -106,6 +112,7 @@ class AfxdpEcho {
   std::vector<sf::XskSocket*> sockets_;
   uint32_t batch_;
   uint32_t max_kicks_;
+  bool busy_poll_;
   EchoCounters counters_;
 };
 
@@ -138,6 +145,8 @@ void AfxdpEcho::push(sf::XskSocket& s) {
 
 uint32_t AfxdpEcho::echo(sf::XskSocket& s) {
   complete(s);
+  // Busy polling: this call runs the RX queue's NAPI here.
+  if (busy_poll_) s.busy_poll_rx();
   uint32_t idx = 0;
   const uint32_t n = xsk_ring_cons__peek(&s.rx, batch_, &idx);
   if (n == 0) {
@@ -223,7 +232,7 @@ int main(int argc, char** argv) {
   std::string iface, mode_name = "afxdp", xdp_mode_name = "native";
   uint32_t queues = 1, batch = 64;
   int cpu = -1;
-  bool json = false;
+  bool json = false, busy_poll = false;
   app.add_option("--iface", iface, "interface to echo on")->required();
   app.add_option("--mode", mode_name, "afxdp (AF_XDP echo) or xdp-tx (XDP_TX reflector)")
       ->capture_default_str()
@@ -236,6 +245,9 @@ int main(int argc, char** argv) {
   app.add_option("--batch", batch, "afxdp: frames per RX batch")
       ->capture_default_str()
       ->check(CLI::Range(1, 1024));
+  app.add_flag("--busy-poll", busy_poll,
+               "afxdp: preferred busy polling (needs napi_defer_hard_irqs and gro_flush_timeout "
+               "on IF)");
   app.add_flag("--json", json, "one JSON object on stdout");
   CLI11_PARSE(app, argc, argv);
 
@@ -275,6 +287,8 @@ int main(int argc, char** argv) {
       auto s = sf::XskSocket::create(cfg);
       if (!s) return fail(fmt::format("{} (does {} have {} queues?)", s.error(), iface, queues));
       if (sf::Status st = sf::register_xsk(xsks_fd, q, (*s)->fd()); !st) return fail(st.message());
+      if (busy_poll)
+        if (sf::Status st = (*s)->enable_busy_poll(batch); !st) return fail(st.message());
       raw.push_back(s->get());
       sockets.push_back(std::move(*s));
     }
@@ -295,7 +309,7 @@ int main(int argc, char** argv) {
   j["mode"] = mode_name;
   j["iface"] = iface;
   if (afxdp) {
-    AfxdpEcho echo(raw, batch);
+    AfxdpEcho echo(raw, batch, busy_poll);
     echo.run();
     link->reset();
     const EchoCounters& c = echo.counters();
@@ -307,6 +321,7 @@ int main(int argc, char** argv) {
       xs.rx_fill_ring_empty += one.rx_fill_ring_empty;
     }
     j["queues"] = queues;
+    j["busy_poll"] = busy_poll;
     j["rx"] = c.rx;
     j["tx"] = c.tx;
     j["dropped"] = c.tx_ring_full + xs.rx_dropped + xs.rx_ring_full;

@@ -136,6 +136,15 @@ class XskSocket {
   void wake_rx();
   // Completed TX frames back onto tx_free; returns how many.
   uint32_t reap_to_free_list();
+  // Preferred busy polling (SO_PREFER_BUSY_POLL, SO_BUSY_POLL,
+  // SO_BUSY_POLL_BUDGET): the socket's own recvfrom()/sendto() run the RX
+  // queue's NAPI on the calling thread, in batches of 'budget', instead of
+  // softirqs on whichever CPU the traffic came from.  For the kernel to leave
+  // the NAPI to the socket between calls, the interface needs
+  // napi_defer_hard_irqs and gro_flush_timeout set (sysfs).
+  Status enable_busy_poll(uint32_t budget, uint32_t timeout_us = 20);
+  // With busy polling: a recvfrom() that runs the RX queue's NAPI here.
+  void busy_poll_rx();
   XskStatistics statistics() const;
 
   // The rings, for the tools' loops (xsk.h's inline functions).
