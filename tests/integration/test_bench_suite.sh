@@ -14,6 +14,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 for cmd in ovs-vswitchd nft; do
   command -v "$cmd" >/dev/null || { echo "1..0 # SKIP $cmd not installed (scripts/install-deps.sh)"; exit 4; }
 done
+[[ -x $build/sf-bench ]] || { echo "1..0 # SKIP $build/sf-bench not built (SF_BENCH=OFF)"; exit 4; }
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 n=0
