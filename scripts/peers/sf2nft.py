@@ -38,24 +38,13 @@ import ipaddress
 import re
 import sys
 
+from sf2ovs import split_top  # the same flow-line syntax
+
 PROTOCOLS = {"tcp": "tcp", "udp": "udp", "icmp": "icmp", "sctp": "sctp"}
 
 
 class TranslateError(Exception):
     pass
-
-
-def split_top(text):
-    parts, depth, cur = [], 0, []
-    for ch in text:
-        depth += (ch == "(") - (ch == ")")
-        if ch == "," and depth == 0:
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    parts.append("".join(cur))
-    return [p.strip() for p in parts if p.strip()]
 
 
 def parse_rule(lineno, text):

@@ -15,6 +15,7 @@
 #include <mutex>
 
 #include "sf_abi.h"
+#include "softflow/clock.h"
 #include "softflow/parse.h"
 #include "softflow/profile.h"
 
@@ -31,12 +32,6 @@ constexpr int kPollTimeoutMs = 10;
 constexpr uint64_t kExpireIntervalNs = 1'000'000'000ULL;
 // sendto() kicks per flush of one TX ring (each sends up to 32 frames).
 constexpr int kMaxKicks = 8;
-
-uint64_t monotonic_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 std::string errno_text(int err) { return std::strerror(err < 0 ? -err : err); }
 
@@ -57,7 +52,8 @@ bool take_xdp_meta(Packet& p, uint32_t ofport) {
   p.hash = meta->hash;
   // Offsets from XDP are within the frame XDP saw, which is this frame;
   // check anyway, a packet buffer is no place for trust.
-  if ((p.l3_ofs != kNoOffset && p.l3_ofs >= p.len) || (p.l4_ofs != kNoOffset && p.l4_ofs >= p.len) ||
+  if ((p.l3_ofs != kNoOffset && p.l3_ofs >= p.len) ||
+      (p.l4_ofs != kNoOffset && p.l4_ofs >= p.len) ||
       (p.payload_ofs != kNoOffset && p.payload_ofs > p.len))
     return false;
   if (meta->result == SF_XDP_EMC_HIT || meta->result == SF_XDP_MEGAFLOW_HIT) {
@@ -88,7 +84,7 @@ struct AfxdpPorts::Queue {
   uint32_t port_index = 0;
   uint32_t queue = 0;
   uint32_t thread = 0;
-  uint32_t slot = 0;  // key in sf_xsks
+  uint32_t slot = 0;    // key in sf_xsks
   std::mutex tx_mutex;  // tx and comp rings
   // Submitted, not yet completed; written under tx_mutex, peeked without.
   std::atomic<uint32_t> tx_outstanding{0};
@@ -206,8 +202,8 @@ Result<std::unique_ptr<AfxdpPorts>> AfxdpPorts::create(const std::vector<AfxdpPo
   ucfg.frame_size = config.frame_size;
   ucfg.frame_headroom = 0;
   ucfg.flags = 0;
-  if (int err = xsk_umem__create(&im.umem, im.area, im.area_size, &im.umem_fill, &im.umem_comp,
-                                 &ucfg);
+  if (int err =
+          xsk_umem__create(&im.umem, im.area, im.area_size, &im.umem_fill, &im.umem_comp, &ucfg);
       err != 0)
     return Status::error(fmt::format("cannot create the UMEM: {}", errno_text(err)), -err);
   for (size_t i = 0; i < n_frames; ++i) im.free_frames.push_back(i * config.frame_size);
@@ -226,9 +222,9 @@ Result<std::unique_ptr<AfxdpPorts>> AfxdpPorts::create(const std::vector<AfxdpPo
       scfg.tx_size = config.ring_size;
       scfg.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD;  // our program, our XSKMAP
       scfg.bind_flags = XDP_USE_NEED_WAKEUP;
-      if (int err = xsk_socket__create_shared(&queue->xsk, ports[pi].name.c_str(), q, im.umem,
-                                              &queue->rx, &queue->tx, &queue->fill, &queue->comp,
-                                              &scfg);
+      if (int err =
+              xsk_socket__create_shared(&queue->xsk, ports[pi].name.c_str(), q, im.umem, &queue->rx,
+                                        &queue->tx, &queue->fill, &queue->comp, &scfg);
           err != 0)
         return Status::error(fmt::format("cannot create an AF_XDP socket on {} queue {}: {}",
                                          ports[pi].name, q, errno_text(err)),
@@ -364,8 +360,8 @@ class XskSink : public PacketSink {
         // Copy mode sends a bounded number of frames per sendto(); the
         // socket may belong to another thread that is asleep in poll(), so
         // kick until the ring is drained rather than leave frames waiting.
-        for (int kicks = 0; kicks < kMaxKicks && xsk_prod_nb_free(&q.tx, im_.config.ring_size) <
-                                                     im_.config.ring_size;
+        for (int kicks = 0; kicks < kMaxKicks &&
+                            xsk_prod_nb_free(&q.tx, im_.config.ring_size) < im_.config.ring_size;
              ++kicks)
           kick_locked(q);
       }

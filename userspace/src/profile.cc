@@ -3,17 +3,13 @@
 #include <fmt/format.h>
 #include <time.h>
 
+#include "softflow/clock.h"
+
 namespace softflow {
 namespace {
 
 constexpr std::array<std::string_view, kProfileCategories> kCategoryNames = {
     "parse", "lookup", "slow_path", "services", "actions", "io_rx", "io_tx", "idle"};
-
-uint64_t monotonic_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 double calibrate_tsc() {
 #if defined(__x86_64__) || defined(__i386__)

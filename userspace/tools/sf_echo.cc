@@ -40,6 +40,7 @@
 #include <nlohmann/json.hpp>
 
 #include "sf_reflect.skel.h"
+#include "softflow/clock.h"
 #include "softflow/xsk_io.h"
 
 namespace sf = softflow;
@@ -48,12 +49,6 @@ namespace {
 
 std::atomic<bool> g_stop{false};
 void on_signal(int) { g_stop.store(true, std::memory_order_relaxed); }
-
-uint64_t now_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 // A copy-mode sendto() transmits at most 32 frames (the kernel's TX_BATCH_SIZE).
 constexpr uint32_t kFramesPerKick = 32;
@@ -203,7 +198,7 @@ void AfxdpEcho::run() {
     if (!in_flight) poll(pfds.data(), pfds.size(), kPollTimeoutMs);
   }
   // Let what is on the TX rings go (up to 100 ms).
-  const uint64_t deadline = now_ns() + 100'000'000ULL;
+  const uint64_t deadline = sf::monotonic_ns() + 100'000'000ULL;
   for (;;) {
     bool in_flight = false;
     for (sf::XskSocket* s : sockets_) {
@@ -211,7 +206,7 @@ void AfxdpEcho::run() {
       if (s->tx_unsent() > 0) push(*s);
       in_flight = in_flight || s->tx_outstanding > 0;
     }
-    if (!in_flight || now_ns() >= deadline) break;
+    if (!in_flight || sf::monotonic_ns() >= deadline) break;
   }
 }
 
@@ -304,7 +299,7 @@ int main(int argc, char** argv) {
   fmt::print(stderr, "sf-echo: ready: {} on {} ({} XDP)\n", mode_name, iface,
              sf::xdp_mode_name(*xdp_mode));
 
-  const uint64_t started = now_ns();
+  const uint64_t started = sf::monotonic_ns();
   nlohmann::json j;
   j["mode"] = mode_name;
   j["iface"] = iface;
@@ -339,7 +334,7 @@ int main(int argc, char** argv) {
     j["tx"] = reflected;
     j["dropped"] = dropped;
   }
-  j["seconds"] = static_cast<double>(now_ns() - started) / 1e9;
+  j["seconds"] = static_cast<double>(sf::monotonic_ns() - started) / 1e9;
 
   if (json) {
     std::cout << j.dump() << std::endl;

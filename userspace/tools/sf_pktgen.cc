@@ -39,6 +39,7 @@
 
 #include "sf_reflect.skel.h"
 #include "softflow/afxdp.h"
+#include "softflow/clock.h"
 #include "softflow/ports.h"
 #include "softflow/tracegen.h"
 #include "softflow/xsk_io.h"
@@ -49,12 +50,6 @@ namespace {
 
 std::atomic<bool> g_stop{false};
 void on_signal(int) { g_stop.store(true, std::memory_order_relaxed); }
-
-uint64_t now_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 uint64_t seconds_to_ns(double s) { return s <= 0 ? 0 : static_cast<uint64_t>(s * 1e9); }
 
@@ -295,7 +290,7 @@ void Generator::run() {
   // instead of a flood.
   sf::TokenBucket bucket(opts_.rate,
                          std::max<uint32_t>(opts_.batch, static_cast<uint32_t>(opts_.rate / 50)));
-  start_ns_ = now_ns();
+  start_ns_ = sf::monotonic_ns();
   bucket.start(start_ns_);
   const uint64_t warmup_end = start_ns_ + seconds_to_ns(opts_.warmup);
   const uint64_t send_end = start_ns_ + seconds_to_ns(opts_.duration);
@@ -316,7 +311,7 @@ void Generator::run() {
       interrupted_ = true;
       break;
     }
-    const uint64_t now = now_ns();
+    const uint64_t now = sf::monotonic_ns();
     if (!measuring && now >= warmup_end) {
       measuring = true;
       measure_start_ns_ = now;
@@ -347,7 +342,7 @@ void Generator::run() {
     }
     poll_rx();
   }
-  send_stop_ns_ = now_ns();
+  send_stop_ns_ = sf::monotonic_ns();
   if (!measuring) {  // stopped during the warm-up: nothing measured
     measure_start_ns_ = send_stop_ns_;
     at_measure_start_ = total_;
@@ -355,11 +350,11 @@ void Generator::run() {
 
   // Let the TX rings empty (up to 1 s), then drain what comes back.
   const uint64_t flush_end = send_stop_ns_ + 1'000'000'000ULL;
-  while (tx_busy() && now_ns() < flush_end) poll_rx();
+  while (tx_busy() && sf::monotonic_ns() < flush_end) poll_rx();
   for (TxQueue& q : tx_) tx_unfinished_ += q.xsk->tx_outstanding;
-  const uint64_t drain_end = now_ns() + seconds_to_ns(opts_.drain);
-  while (now_ns() < drain_end) poll_rx();
-  end_ns_ = now_ns();
+  const uint64_t drain_end = sf::monotonic_ns() + seconds_to_ns(opts_.drain);
+  while (sf::monotonic_ns() < drain_end) poll_rx();
+  end_ns_ = sf::monotonic_ns();
 }
 
 nlohmann::json Generator::report() const {

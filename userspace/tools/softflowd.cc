@@ -29,6 +29,7 @@
 
 #include "megaflow_mirror.h"
 #include "softflow/afxdp.h"
+#include "softflow/clock.h"
 #include "softflow/control.h"
 #include "softflow/flow_syntax.h"
 #include "softflow/ports.h"
@@ -38,12 +39,6 @@
 
 namespace softflow {
 namespace {
-
-uint64_t monotonic_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 struct Options {
   std::vector<std::string> ports;
@@ -100,8 +95,8 @@ Result<std::vector<AfxdpPortSpec>> parse_ports(const std::vector<std::string>& a
 Status check_rule_ports(const FlowRule& rule, const std::set<uint32_t>& ofports) {
   const bool in_port_matched = rule.match.mask.in_port != 0;
   if (in_port_matched && !ofports.count(rule.match.value.in_port))
-    return Status::error(fmt::format("in_port={} is not a port of this switch",
-                                     rule.match.value.in_port));
+    return Status::error(
+        fmt::format("in_port={} is not a port of this switch", rule.match.value.in_port));
   for (const Action& a : rule.actions)
     if (a.type == ActionType::kOutput && !ofports.count(a.port))
       return Status::error(fmt::format("output:{} is not a port of this switch", a.port));
@@ -155,7 +150,8 @@ int run(const Options& opt) {
   auto sw_r = Switch::create(sc);
   if (!sw_r) return fail(sw_r.status().message());
   std::unique_ptr<Switch> sw = std::move(sw_r).value();
-  if (Status s = sw->add_flows(rules); !s) return fail(fmt::format("{}: {}", opt.flows, s.message()));
+  if (Status s = sw->add_flows(rules); !s)
+    return fail(fmt::format("{}: {}", opt.flows, s.message()));
 
   // Signals go to the main thread only (sigtimedwait below).
   sigset_t signals;
@@ -218,17 +214,22 @@ int run(const Options& opt) {
     j["ports"] = jports;
     if (loader) {
       const sf_xdp_stats x = loader->read_stats();
-      j["xdp"] = {{"rx", x.rx},           {"emc_hits", x.emc_hits},
-                  {"megaflow_hits", x.megaflow_hits}, {"misses", x.misses},
-                  {"unparsed", x.unparsed}, {"malformed", x.malformed},
-                  {"not_port", x.not_port}, {"no_socket", x.no_socket},
-                  {"meta_failed", x.meta_failed}, {"mask_searches", x.mask_searches}};
+      j["xdp"] = {{"rx", x.rx},
+                  {"emc_hits", x.emc_hits},
+                  {"megaflow_hits", x.megaflow_hits},
+                  {"misses", x.misses},
+                  {"unparsed", x.unparsed},
+                  {"malformed", x.malformed},
+                  {"not_port", x.not_port},
+                  {"no_socket", x.no_socket},
+                  {"meta_failed", x.meta_failed},
+                  {"mask_searches", x.mask_searches}};
     }
     if (mirror) {
       const MirrorStats m = mirror->stats();
-      j["mirror"] = {{"entries", m.entries},         {"masks", m.masks},
-                     {"mask_slots", SF_MAX_MASKS},    {"mirrored", m.mirrored},
-                     {"removed", m.removed},         {"not_stage0", m.not_stage0},
+      j["mirror"] = {{"entries", m.entries},           {"masks", m.masks},
+                     {"mask_slots", SF_MAX_MASKS},     {"mirrored", m.mirrored},
+                     {"removed", m.removed},           {"not_stage0", m.not_stage0},
                      {"no_mask_slot", m.no_mask_slot}, {"map_full", m.map_full}};
     }
     return j;
@@ -246,10 +247,10 @@ int run(const Options& opt) {
     ports[i].ifindex = loader->interfaces()[i].ifindex;
     ports[i].n_queues = interface_rx_queues(ports[i].name);
     if (ports[i].n_queues > SF_MAX_QUEUES)
-      return fail(fmt::format("{} has {} RX queues; softflowd serves at most {} per port "
-                              "(reduce them with `ethtool -L {} combined {}`)",
-                              ports[i].name, ports[i].n_queues, SF_MAX_QUEUES, ports[i].name,
-                              SF_MAX_QUEUES));
+      return fail(fmt::format(
+          "{} has {} RX queues; softflowd serves at most {} per port "
+          "(reduce them with `ethtool -L {} combined {}`)",
+          ports[i].name, ports[i].n_queues, SF_MAX_QUEUES, ports[i].name, SF_MAX_QUEUES));
   }
 
   // The mirror starts by writing an empty mask list to XDP; without its
