@@ -26,6 +26,19 @@ came in on.  Devices (each started and stopped by this script, every run):
               and softflowd on Pipeline A: where each saturates, and whether
               it collapses when overdriven
 
+NAPI (--napi): on veth the receive work of each direction (the receiving
+end's XDP program, the AF_XDP copy) runs in softirq on the SENDER's CPU:
+veth_xmit schedules the peer's NAPI locally.  With the default, softirq, the
+generator's core thus pays for the switch's XDP program and the device's core
+for the generator's receive.  With threaded, every veth end this script
+creates gets threaded NAPI (/sys/class/net/IF/threaded), and the NAPI kernel
+threads (napi/IF-ID; a veth has them only while native XDP is attached, so
+they come and go with every device and every sf-pktgen) are pinned: those of
+the device's ports to the CPU of the device thread serving that queue, those
+of the generator's ports to --gen-cpu.  Each side then pays for its own
+receive.  (The Linux peers attach no XDP, so their port has no NAPI in
+either mode: linux.sh steers their receive to the device CPU with RPS.)
+
 Runs are interleaved (run 1 of every configuration, then run 2, ...) so that
 drift on a shared machine spreads over all of them.  Output in --out DIR:
 runs.csv (one row per run), breakdown.csv (cycles per category), summary.md
@@ -65,10 +78,14 @@ EXPERIMENTS = ["ceiling", "e2e", "ablation", "blackbox", "peers", "scaling", "br
 SWEEP_RATES = [200000, 400000, 600000, 800000, 1000000, 0]
 CSV_FIELDS = ["experiment", "system", "pipeline", "trace", "coalesce", "variant", "run",
               "offered_pps", "sent_pps", "received_pps", "lost_pps", "generator_bound",
-              "sent", "received", "seconds"]
+              "sent", "received", "seconds", "napi"]
 PROFILE_CATEGORIES = ["parse", "lookup", "slow_path", "services", "actions",
                       "io_rx", "io_tx", "idle"]
 GEN_MAC = "02:47:45:4e:00:01"
+NAPI_MODES = ["softirq", "threaded"]
+# How long a NAPI thread may take to appear once its device is up.
+NAPI_WAIT = 5.0
+TASK_COMM_LEN = 16  # a thread's name: 15 characters (kernel threads: more, lately)
 
 
 def log(msg):
@@ -95,6 +112,22 @@ class Topology:
     def __init__(self, run_id):
         self.id = run_id
         self.namespaces = []
+        self.queues = {}  # interface -> queues
+
+    @staticmethod
+    def free_id():
+        """A short id, so that the interface names stay whole in the names of
+        their NAPI threads (napi/IF-ID) where those are cut to 15 characters
+        (ps, top, older kernels): the PID modulo 10000, or the next one whose
+        namespaces do not exist yet."""
+        r = run(["ip", "netns", "list"], capture=True)
+        taken = set(line.split()[0] for line in r.stdout.splitlines() if line.strip())
+        start = os.getpid() % 10000
+        for i in range(10000):
+            cand = (start + i) % 10000
+            if not any(n.endswith("-%d" % cand) for n in taken if n.startswith("sfe-")):
+                return "%d" % cand
+        raise RuntimeError("no free topology id (10000 sfe-* namespaces?)")
 
     def netns(self, role):
         name = "sfe-%s-%s" % (role, self.id)
@@ -114,6 +147,7 @@ class Topology:
             run(["ip", "-n", ns_a, "link", "set", if_a, "address", mac_a])
         for ns, itf in ((ns_a, if_a), (ns_b, if_b)):
             run(["ip", "-n", ns, "link", "set", itf, "up"])
+            self.queues[itf] = queues
 
     def close(self):
         for ns in reversed(self.namespaces):
@@ -155,7 +189,7 @@ class Bench:
         self.build = args.build
         self.out = args.out
         self.tmp = tempfile.mkdtemp(prefix="sfe-")
-        self.topo = Topology("%d" % os.getpid())
+        self.topo = Topology(Topology.free_id())
         self.procs = []
         self.rows = []
         self.breakdown = []
@@ -240,6 +274,115 @@ class Bench:
             hv_if, vm_if = "sfeh%d-%s" % (i, self.topo.id), "sfev%d-%s" % (i, self.topo.id)
             self.topo.veth(self.dut, hv_if, vm, vm_if)
             self.vms.append((vm, hv_if, vm_if))
+        if self.a.napi == "threaded":
+            for ns, itf in ((self.gen, self.gen_if), (self.dut, self.dut_if),
+                            (self.gen, self.gen2_if), (self.dut, self.dut2_if)):
+                self.set_threaded(ns, itf)
+            for vm, hv_if, vm_if in self.vms:
+                self.set_threaded(self.dut, hv_if)
+                self.set_threaded(vm, vm_if)
+
+    # ---- threaded NAPI -----------------------------------------------------------
+    def set_threaded(self, ns, itf):
+        """Threaded NAPI on one veth end.  The kernel refuses the write
+        while the device has no NAPI instance, and a veth has
+        them only with native XDP attached or GRO on; so GRO goes on for the
+        write (when it was off) and back off: the device keeps the setting,
+        and every NAPI instance it gets later (at each XDP attach) comes with
+        its own kernel thread."""
+        path = "/sys/class/net/%s/threaded" % itf
+        gro = run(ns_exec(ns, ["ethtool", "-k", itf]), capture=True).stdout
+        gro_off = "generic-receive-offload: off" in gro
+        if gro_off:
+            run(ns_exec(ns, ["ethtool", "-K", itf, "gro", "on"]), capture=True)
+        try:
+            run(ns_exec(ns, ["sh", "-c", "echo 1 > %s" % path]), capture=True)
+        finally:
+            if gro_off:
+                run(ns_exec(ns, ["ethtool", "-K", itf, "gro", "off"]), capture=True)
+        got = run(ns_exec(ns, ["cat", path]), capture=True).stdout.strip()
+        if got != "1":
+            raise RuntimeError("%s in %s: threaded NAPI reads %r after writing 1" % (
+                path, ns, got))
+
+    @staticmethod
+    def kthreads():
+        """PIDs of the kernel threads (children of kthreadd)."""
+        try:
+            with open("/proc/2/task/2/children") as f:
+                return [int(x) for x in f.read().split()]
+        except OSError:
+            return [int(x) for x in os.listdir("/proc") if x.isdigit()]
+
+    def napi_threads(self, itf, comms):
+        """PIDs of the NAPI threads of interface itf, oldest first (the order
+        the device added its queues in).  A NAPI thread is named napi/IF-ID
+        (ID: the NAPI id).  /proc/PID/comm shows a kernel thread's full name
+        on recent kernels, its first 15 characters on older ones: matched by
+        the exact prefix napi/IF- and digits after it, or, when cut at 15,
+        by the cut prefix."""
+        full = "napi/%s-" % itf
+        found = []
+        for pid in self.kthreads():
+            comm = comms.get(pid)
+            if comm is None:
+                try:
+                    with open("/proc/%d/comm" % pid) as f:
+                        comm = f.read().rstrip("\n")
+                except OSError:
+                    continue
+                comms[pid] = comm
+            if len(comm) > len(full):
+                match = comm.startswith(full) and comm[len(full):].isdigit()
+            else:
+                match = len(comm) == TASK_COMM_LEN - 1 and full.startswith(comm)
+            if match:
+                found.append(pid)
+        return sorted(found, key=lambda pid: (thread_start(pid), pid))
+
+    def pin_napi(self, ports, proc=None, max_age=None):
+        """Pins the NAPI threads of ports [(namespace, interface, cpus)]:
+        queue q's thread to cpus[q % len(cpus)].  Waits up to NAPI_WAIT s
+        for every queue's thread (or until proc exits); fails if one is
+        missing or, with max_age, if it had been running longer than that
+        when pinned (then traffic already measured went through it
+        unpinned)."""
+        deadline = time.monotonic() + NAPI_WAIT
+        comms = {}
+        todo = list(ports)
+        while todo:
+            ns, itf, cpus = todo[0]
+            want = self.topo.queues.get(itf, 1)
+            pids = self.napi_threads(itf, comms)
+            if len(pids) >= want:
+                for q, pid in enumerate(pids[-want:]):
+                    cpu = cpus[q % len(cpus)]
+                    try:
+                        os.sched_setaffinity(pid, {cpu})
+                        ok = os.sched_getaffinity(pid) == {cpu}
+                    except OSError as e:
+                        raise RuntimeError("cannot pin NAPI thread %d (%s) to CPU %d: %s" % (
+                            pid, comms.get(pid), cpu, e))
+                    if not ok:
+                        raise RuntimeError("NAPI thread %d (%s) did not stay on CPU %d" % (
+                            pid, comms.get(pid), cpu))
+                    age = thread_age(pid)
+                    if max_age is not None and age is not None and age > max_age:
+                        raise RuntimeError(
+                            "NAPI thread %d (%s) of %s pinned only %.2f s after it started, "
+                            "later than the warmup (%.2f s): measured traffic went through it "
+                            "unpinned; use a longer --warmup" % (pid, comms.get(pid), itf, age,
+                                                                 max_age))
+                todo.pop(0)
+                continue
+            if time.monotonic() > deadline or (proc is not None and proc.poll() is not None):
+                raise RuntimeError(
+                    "--napi threaded: %d NAPI thread(s) of %s (in %s; kernel threads "
+                    "named %sID) expected, %d found%s.  Native XDP attached?" % (
+                        want, itf, ns, "napi/%s-" % itf, len(pids),
+                        " (the generator exited)" if proc is not None and proc.poll() is not None
+                        else " after %.0f s" % NAPI_WAIT))
+            time.sleep(0.002 if proc is not None else 0.01)
 
     # ---- devices ---------------------------------------------------------------
     def softflowd(self, ns, ports, flows, cpus, name, coalesce=True, extra=()):
@@ -257,6 +400,7 @@ class Bench:
         p = self.spawn(ns, ["taskset", "-c", ",".join(str(c) for c in cpus)] + cmd, name)
         p.sock = sock
         p.ns = ns
+        p.napi_ports = [(ns, port, list(cpus)) for port in ports]
         self.wait_for("softflowd " + name, lambda: self.sfctl(p, check=False) is not None, p)
         return p
 
@@ -272,6 +416,7 @@ class Bench:
                                   "--cpu", str(cpu), "--xdp-mode", self.a.xdp_mode, "--json"],
                        "echo-" + mode)
         self.wait_for("sf-echo", lambda: "sf-echo: ready" in p.output(), p)
+        p.napi_ports = [(self.dut, self.dut_if, [cpu])]
         return p
 
     def peer(self, script, start_args, stop_args):
@@ -293,8 +438,30 @@ class Bench:
                "--duration", str(self.seconds + self.warmup), "--warmup", str(self.warmup),
                "--cpu", str(self.a.gen_cpu), "--interval", "0", "--xdp-mode", self.a.xdp_mode,
                "--json"]
-        r = run(ns_exec(self.gen, cmd), capture=True)
-        return json.loads(r.stdout)
+        if self.a.napi != "threaded":
+            r = run(ns_exec(self.gen, cmd), capture=True)
+            return json.loads(r.stdout)
+        # The generator's NAPI threads exist only while its XDP program is
+        # attached: pinned as soon as they appear, within the warmup.
+        proc = subprocess.Popen(ns_exec(self.gen, cmd), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            self.pin_napi([(self.gen, iface, [self.a.gen_cpu])], proc=proc,
+                          max_age=self.warmup)
+        except BaseException:
+            exited = proc.poll() is not None
+            if not exited:
+                proc.terminate()
+            _, err = proc.communicate()
+            if exited and proc.returncode != 0:  # its own failure says more
+                raise RuntimeError("command failed (%d): %s\n%s" % (
+                    proc.returncode, " ".join(ns_exec(self.gen, cmd)), err))
+            raise
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError("command failed (%d): %s\n%s" % (
+                proc.returncode, " ".join(ns_exec(self.gen, cmd)), err))
+        return json.loads(out)
 
     # ---- configurations ----------------------------------------------------------
     def configs(self):
@@ -303,9 +470,13 @@ class Bench:
         dut_cpu = a.dut_cpus[0]
         out = []
 
-        def add(key, start, stop=None, iface=None, queues=1, after=None, rate=None):
+        def add(key, start, stop=None, iface=None, queues=1, after=None, rate=None,
+                napi_ports=lambda dev: dev.napi_ports):
+            # napi_ports(device): the device's veth ends with NAPI (native XDP)
+            # and the CPUs serving their queues
             out.append(dict(key=key, start=start, stop=stop or self.stop,
-                            iface=iface or self.gen_if, queues=queues, after=after, rate=rate))
+                            iface=iface or self.gen_if, queues=queues, after=after, rate=rate,
+                            napi_ports=napi_ports))
 
         def sfd(pipeline, coalesce=True, extra=(), cpus=None, ports=None, flows=None):
             return lambda: self.softflowd(self.dut, ports or [self.dut_if],
@@ -332,14 +503,14 @@ class Bench:
                     lambda: self.peer("ovs.sh", [self.dut, self.dut_if, flows, rundir,
                                                  str(dut_cpu)],
                                       [self.dut, self.dut_if, flows, rundir]),
-                    self.stop_peer)
+                    self.stop_peer, napi_ports=lambda _dev: self.ovs_napi_ports(rundir))
                 for variant, opts in (("linux-nft", []), ("linux-router", ["--no-nft"])):
                     add(("peers", variant, "A", t, "-", "-"),
                         (lambda o: lambda: self.peer(
                             "linux.sh", o + ["--cpu", str(dut_cpu), self.dut, self.dut_if,
                                              flows, rundir, GEN_MAC],
                             [self.dut, self.dut_if, flows, rundir]))(opts),
-                        self.stop_peer)
+                        self.stop_peer, napi_ports=lambda _dev: [])  # no XDP, no NAPI
             if "breakdown" in a.experiments and t in ("T1", "T2"):
                 for c in a.coalesce:
                     add(("breakdown", "softflowd", "A", t, c, "profile"),
@@ -367,6 +538,16 @@ class Bench:
                 sfd("A", cpus=two, ports=[self.dut2_if]), iface=self.gen2_if, queues=2)
         return out
 
+    def ovs_napi_ports(self, rundir):
+        """OVS's port has NAPI only as an afxdp port (XDP); ovs.sh falls back
+        to a system port when this OVS has no afxdp."""
+        try:
+            with open(os.path.join(rundir, "port_type")) as f:
+                afxdp = f.read().strip() == "afxdp"
+        except OSError:
+            afxdp = False
+        return [(self.dut, self.dut_if, [self.a.dut_cpus[0]])] if afxdp else []
+
     def start_blackbox(self, pipeline):
         cpus = self.a.dut_cpus
         vms = []
@@ -380,6 +561,8 @@ class Bench:
         hv = self.softflowd(self.dut, hv_ports, self.flows[(pipeline, "hypervisor")],
                             [cpus[0]], "hypervisor")
         hv.vms = vms
+        for vm in vms:
+            hv.napi_ports += vm.napi_ports
         return hv
 
     def stop_blackbox(self, hv):
@@ -408,9 +591,11 @@ class Bench:
         self.seconds = self.a.seconds or scale["seconds"]
         self.warmup = self.a.warmup if self.a.warmup is not None else scale["warmup"]
         runs = self.a.runs or scale["runs"]
-        log("bench-e2e: scale %s, %s s per run (+%s s warmup), %d runs; generator CPU %d, "
-            "device CPUs %s; output %s" % (self.a.scale, self.seconds, self.warmup, runs,
-                                            self.a.gen_cpu, self.a.dut_cpus, self.out))
+        self.header = ("bench-e2e: scale %s, %s s per run (+%s s warmup), %d runs; generator "
+                       "CPU %d, device CPUs %s; NAPI %s" % (
+                           self.a.scale, self.seconds, self.warmup, runs, self.a.gen_cpu,
+                           ",".join(str(c) for c in self.a.dut_cpus), self.a.napi))
+        log("%s; output %s" % (self.header, self.out))
         self.make_inputs(scale)
         self.make_topology()
         configs = self.configs()
@@ -427,6 +612,8 @@ class Bench:
         self.progress(label)
         dev = cfg["start"]()
         try:
+            if self.a.napi == "threaded":
+                self.pin_napi(cfg["napi_ports"](dev))
             time.sleep(0.2)
             before = self.sfctl(dev) if cfg["after"] else None
             res = self.pktgen(key[3], cfg["iface"], cfg["queues"], cfg["rate"])
@@ -439,7 +626,7 @@ class Bench:
                    sent_pps=round(res["sent_pps"]), received_pps=round(res["received_pps"]),
                    lost_pps=round(res["lost_pps"]), generator_bound=int(res["generator_bound"]),
                    sent=res["sent"], received=res["received"],
-                   seconds=round(res["seconds"], 3))
+                   seconds=round(res["seconds"], 3), napi=self.a.napi)
         self.rows.append(row)
         self.write_csv()
         self.progress("%s: %.0f kpps back (%.0f sent)" % (label, res["received_pps"] / 1e3,
@@ -470,20 +657,39 @@ class Bench:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def thread_start(pid):
+    """Start of a thread, in clock ticks since boot (0 if it is gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def thread_age(pid):
+    """Seconds since a thread started (None if it is gone)."""
+    start = thread_start(pid)
+    if not start:
+        return None
+    return time.clock_gettime(time.CLOCK_BOOTTIME) - start / os.sysconf("SC_CLK_TCK")
+
+
 def fmt_time(s):
     s = int(s)
     return "%d:%02d" % (s // 60, s % 60)
 
 
-def summarize(rows, breakdown):
-    """Markdown: one line per configuration, the derived ratios after."""
+def summarize(rows, breakdown, header=None):
+    """Markdown: the run's settings (header), one line per configuration, the
+    derived ratios after."""
     groups = {}
     for r in rows:
         k = (r["experiment"], r["system"], r["pipeline"], r["trace"], r["coalesce"], r["variant"])
         groups.setdefault(k, []).append(r)
     med = {k: statistics.median(float(r["received_pps"]) for r in v) for k, v in groups.items()}
     echo = {k[3]: v for k, v in med.items() if k[0] == "ceiling" and k[1] == "echo-afxdp"}
-    lines = ["| experiment | system | pipeline | trace | coalescing | variant | runs | "
+    lines = [header, ""] if header else []
+    lines += ["| experiment | system | pipeline | trace | coalescing | variant | runs | "
              "received kpps, median (min-max) | sent kpps | lost % | of AF_XDP echo |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for k, v in groups.items():
@@ -568,7 +774,14 @@ def main():
                     help="CPUs of the device under test (first one: single-core devices)")
     ap.add_argument("--xdp-mode", choices=["native", "generic"], default="native")
     ap.add_argument("--service-config", help="softflowd --service-config FILE")
+    ap.add_argument("--napi", choices=NAPI_MODES, default="softirq",
+                    help="where the veths' receive work runs: softirq (on the sender's CPU, "
+                    "the default) or threaded (NAPI kernel threads, pinned to the receiving "
+                    "side's CPUs)")
     a = ap.parse_args()
+    if a.napi == "threaded" and a.xdp_mode != "native":
+        ap.error("--napi threaded needs --xdp-mode native (generic XDP on a veth runs in "
+                 "the backlog, not in the veth's NAPI)")
     scale = SCALES[a.scale]
     a.pipelines = a.pipelines or scale["pipelines"].split(",")
     a.traces = a.traces or scale["traces"].split(",")
@@ -576,6 +789,9 @@ def main():
     a.out = os.path.abspath(a.out)
     if os.geteuid() != 0:
         sys.exit("bench-e2e: needs root (network namespaces, XDP)")
+    if a.napi == "threaded" and shutil.which("ethtool") is None:
+        sys.exit("bench-e2e: --napi threaded needs ethtool (to give a veth a NAPI instance "
+                 "while threaded NAPI is switched on)")
     if "peers" in a.experiments:
         missing = [t for t in ("ovs-vswitchd", "nft") if shutil.which(t) is None]
         if missing:
@@ -601,7 +817,7 @@ def main():
     finally:
         bench.close()
     if bench.rows:
-        text = summarize(bench.rows, bench.breakdown)
+        text = summarize(bench.rows, bench.breakdown, getattr(bench, "header", None))
         with open(os.path.join(a.out, "summary.md"), "w") as f:
             f.write(text)
         print(text)

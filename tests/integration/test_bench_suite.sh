@@ -4,8 +4,11 @@
 # softflowd, the black-box chain, OVS and Linux peers, and
 # scripts/plot-figures.py) with tiny traffic: every experiment produces its
 # rows, every device sends traffic back, every figure is drawn, and nothing is
-# left behind.  Checks what the tools produce, not how fast: speed is for
-# BENCHMARKS.md.  TAP output; root; exit 4 (skip) only without OVS or nft.
+# left behind.  The suite's end-to-end part runs with --napi threaded (the
+# veth NAPI threads of every device and of the generator found and pinned); a
+# short ceiling run checks the default, --napi softirq.  Checks what the
+# tools produce, not how fast: speed is for BENCHMARKS.md.  TAP output; root;
+# exit 4 (skip) only without OVS or nft.
 #   bash tests/integration/test_bench_suite.sh BUILD_DIR
 set -uo pipefail
 build=$(cd "${1:?usage: test_bench_suite.sh BUILD_DIR}" && pwd)
@@ -30,9 +33,10 @@ check() {  # check NAME COMMAND...
     failed=1
   fi
 }
-# csv_true PYTHON-EXPR: EXPR over `rows` (list of dicts of runs.csv) is true.
+# csv_true PYTHON-EXPR [CSV]: EXPR over `rows` (list of dicts of CSV, by
+# default the suite's runs.csv) is true.
 csv_true() {
-  python3 - "$out/suite/e2e/runs.csv" "$1" <<'EOF'
+  python3 - "${2:-$out/suite/e2e/runs.csv}" "$1" <<'EOF'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 ok = eval(sys.argv[2], {"rows": rows, "float": float, "set": set, "len": len, "all": all})
@@ -47,7 +51,7 @@ echo "TAP version 13"
 namespaces_before=$(ip netns list | sort)
 start=$(date +%s)
 bash "$root/scripts/bench-suite.sh" --scale smoke --build "$build" --out "$out/suite" -- \
-  --traces T2 --seconds 0.5 --warmup 0.2 >"$out/suite.log" 2>&1
+  --traces T2 --seconds 0.5 --warmup 0.2 --napi threaded >"$out/suite.log" 2>&1
 rc=$?
 echo "# suite took $(($(date +%s) - start)) s"
 check "bench-suite.sh --scale smoke succeeds" test "$rc" -eq 0
@@ -78,6 +82,8 @@ check "every device sent traffic back" csv_true \
 # may land in the window: a small excess, never more)
 check "nothing comes back that was not sent" csv_true \
   'all(int(r["received"]) <= 1.02 * int(r["sent"]) + 2000 for r in rows)'
+check "every row records threaded NAPI" csv_true 'all(r["napi"] == "threaded" for r in rows)'
+check "summary.md names the NAPI mode" grep -q "; NAPI threaded" "$out/suite/e2e/summary.md"
 check "breakdown.csv: cycles in services and I/O for both coalescing settings" python3 - "$out/suite/e2e/breakdown.csv" <<'EOF'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
@@ -90,6 +96,15 @@ for png in fig5_blackbox fig6_coalescing fig7_noop_stages fig8_scaling fig10_mem
            fig11_hit_rate fig12_breakdown e2e_overview ablation_xdp_lookup sweep_offered_rate; do
   check "plot $png.png" bash -c "head -c 8 '$out/suite/figures/$png.png' | grep -q PNG"
 done
+# The default: receive work in softirq (nothing pinned).
+python3 "$root/scripts/bench-e2e.py" --smoke --build "$build" --out "$out/softirq" \
+  --experiments ceiling --pipelines A --traces T2 --seconds 0.3 --warmup 0.2 >"$out/softirq.log" 2>&1
+rc=$?
+check "bench-e2e.py --napi softirq (the default) succeeds" test "$rc" -eq 0
+[[ $rc -eq 0 ]] || tail -20 "$out/softirq.log" | sed 's/^/# /'
+check "softirq: both echoes send back, rows record softirq" csv_true \
+  'len(rows) == 2 and all(r["napi"] == "softirq" and float(r["received_pps"]) > 0 for r in rows)' \
+  "$out/softirq/runs.csv"
 check "MACHINE.txt names the commit" grep -q "^commit: " "$out/suite/MACHINE.txt"
 check "no namespace left behind" test "$(ip netns list | sort)" = "$namespaces_before"
 # (the brackets keep the patterns from matching a command line that quotes them)
@@ -101,6 +116,10 @@ python3 "$root/scripts/bench-e2e.py" --out "$out/bad" --experiments ceiling,bogu
 rc=$?
 check "bench-e2e.py rejects an unknown experiment, naming it" \
   bash -c "[[ $rc -eq 2 ]] && grep -q \"unknown experiment 'bogus'\" '$out/bad.txt'"
+python3 "$root/scripts/bench-e2e.py" --out "$out/bad" --napi threaded --xdp-mode generic >"$out/bad.txt" 2>&1
+rc=$?
+check "bench-e2e.py rejects --napi threaded with generic XDP" \
+  bash -c "[[ $rc -eq 2 ]] && grep -q 'napi threaded needs --xdp-mode native' '$out/bad.txt'"
 bash "$root/scripts/bench-suite.sh" --scale huge --out "$out/bad" >"$out/bad.txt" 2>&1
 rc=$?
 check "bench-suite.sh rejects an unknown scale" \
