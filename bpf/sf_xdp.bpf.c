@@ -4,7 +4,8 @@
  *
  * For every frame on a switch port: parse L2-L4 into the flow key, look up the
  * per-CPU EMC and then the stage-0 megaflow mirror (tuple-space search over
- * the active masks, most hit first), write the result into the XDP metadata
+ * the active masks, most hit first) -- or, on a port with NIC hints, verify
+ * the emulated NIC's mark and skip both -- write the result into the XDP metadata
  * area (struct sf_xdp_meta) and redirect to the AF_XDP socket of the frame's
  * (port, queue).  Userspace runs the actions; it verifies what it is told.
  *
@@ -18,6 +19,7 @@
 #include "sf_abi.h"
 #include "sf_xdp_maps.h"
 #include "sf_xdp_parse.h"
+#include "sf_shim.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -102,6 +104,91 @@ static __always_inline __u8 sf_lookup(struct sf_xdp_meta *m,
 	return SF_XDP_MISS;
 }
 
+/* A NIC mark is used only when the entry it names exists, is still the
+ * generation the NIC marked with, belongs to this packet's datapath and the
+ * packet matches the megaflow's masked key (all of it: the TCAM may have
+ * matched on fewer fields).  Anything else falls back to the lookup. */
+static __always_inline int sf_verify_hint(struct sf_xdp_meta *m, __u32 mark,
+					  struct sf_xdp_stats *stats)
+{
+	const sf_word_t *key_words = (const sf_word_t *)&m->key;
+	const sf_word_t *want, *mask;
+	__u32 index = SF_MARK_INDEX(mark);
+	struct sf_hint *hint;
+	__u64 diff = 0;
+	int w;
+
+	hint = bpf_map_lookup_elem(&sf_hints, &index);
+	if (!hint || hint->generation == 0) {
+		stats->hint_unknown++;
+		return 0;
+	}
+	if ((hint->generation & ((1u << SF_MARK_GENERATION_BITS) - 1)) !=
+	    SF_MARK_GENERATION(mark)) {
+		stats->hint_stale++;
+		return 0;
+	}
+	want = (const sf_word_t *)&hint->key;
+	mask = (const sf_word_t *)&hint->mask;
+#pragma unroll
+	for (w = 0; w < SF_FLOW_KEY_WORDS; w++)
+		diff |= (key_words[w] & mask[w]) ^ want[w];
+	if (diff || hint->datapath != m->datapath) {
+		stats->hint_mismatch++;
+		return 0;
+	}
+	m->ref = hint->ref;
+	stats->hint_hits++;
+	return 1;
+}
+
+/* sf_take_mark and sf_resolve are global functions: the verifier checks
+ * each once, and the paths through the parser do not multiply by the ways a
+ * mark can come and go. */
+
+#define SF_MARKED (1ull << 32) /* sf_take_mark: a mark (in the low 32 bits) */
+
+/* Strips the NIC's shim from the frame on a port with hints; returns
+ * SF_MARKED | its mark, or 0 (no shim, or one not to be trusted).  Any mark
+ * is checked, 0 too: the NIC never sends one, but a forged shim might. */
+__noinline __u64 sf_take_mark(struct xdp_md *ctx, __u32 port_flags)
+{
+	struct sf_xdp_stats *stats;
+	__u32 zero = 0, mark = 0;
+	int shim;
+
+	stats = bpf_map_lookup_elem(&sf_xdp_stats, &zero);
+	if (!ctx || !stats || !(port_flags & SF_PORT_HINTS))
+		return 0;
+	shim = sf_shim_strip(ctx, &mark);
+	if (shim == SF_SHIM_STRIPPED) {
+		stats->hint_marked++;
+		return SF_MARKED | mark;
+	}
+	if (shim == SF_SHIM_BAD)
+		stats->hint_malformed++;
+	return 0;
+}
+
+/* The result for a parsed frame: its NIC mark when that checks out, else the
+ * EMC and megaflow lookups. */
+__noinline int sf_resolve(struct sf_xdp_meta *m, __u64 mark, __u32 parse_flags)
+{
+	struct sf_xdp_stats *stats;
+	__u32 zero = 0;
+
+	stats = bpf_map_lookup_elem(&sf_xdp_stats, &zero);
+	if (!m || !stats)
+		return SF_XDP_MISS;
+	if (mark && parse_flags) {
+		stats->hint_malformed++; /* a key from a broken frame proves nothing */
+		mark = 0;
+	}
+	if (mark && sf_verify_hint(m, (__u32)mark, stats))
+		return SF_XDP_HINT_HIT;
+	return sf_lookup(m, stats);
+}
+
 SEC("xdp")
 int sf_xdp(struct xdp_md *ctx)
 {
@@ -112,6 +199,7 @@ int sf_xdp(struct xdp_md *ctx)
 	__u32 zero = 0, ifindex = ctx->ingress_ifindex, queue = ctx->rx_queue_index;
 	void *data, *data_end, *data_meta;
 	long action;
+	__u64 mark;
 
 	stats = bpf_map_lookup_elem(&sf_xdp_stats, &zero);
 	if (!stats)
@@ -126,6 +214,8 @@ int sf_xdp(struct xdp_md *ctx)
 		return XDP_PASS;
 	}
 	stats->rx++;
+
+	mark = sf_take_mark(ctx, port->flags);
 
 	__builtin_memset(&m, 0, sizeof(m));
 	m.key.in_port = port->ofport;
@@ -150,12 +240,12 @@ int sf_xdp(struct xdp_md *ctx)
 		if (p.flags)
 			stats->malformed++;
 		m.hash = sf_hash_words((const sf_word_t *)&m.key, 0);
-		m.result = sf_lookup(&m, stats);
+		m.result = sf_resolve(&m, mark, p.flags);
 		if (m.result == SF_XDP_EMC_HIT)
 			stats->emc_hits++;
 		else if (m.result == SF_XDP_MEGAFLOW_HIT)
 			stats->megaflow_hits++;
-		else
+		else if (m.result == SF_XDP_MISS)
 			stats->misses++;
 	}
 	m.magic = SF_XDP_META_MAGIC;

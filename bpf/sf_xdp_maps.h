@@ -45,6 +45,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sf_megaflows SEC(".maps");
 
+/* The switch's copy of the NIC's TCAM entries (offload/): what a mark must
+ * agree with before it is used.  Written by userspace, read here. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SF_TCAM_MAX_ENTRIES);
+	__type(key, __u32);
+	__type(value, struct sf_hint);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sf_hints SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);

@@ -276,6 +276,7 @@ Status XdpLoader::adopt(uint32_t prog_id) {
       {SF_MAP_EMC, &maps_.emc, 4, sizeof(sf_emc_entry)},
       {SF_MAP_MASK_HITS, &maps_.mask_hits, 4, 8},
       {SF_MAP_STATS, &maps_.stats, 4, sizeof(sf_xdp_stats)},
+      {SF_MAP_HINTS, &maps_.hints, 4, sizeof(sf_hint)},
   };
   for (uint32_t id : info.value().map_ids) {
     int fd = bpf_map_get_fd_by_id(id);
@@ -360,6 +361,7 @@ XdpMaps skeleton_maps(const ::sf_xdp& skeleton) {
   m.emc = bpf_map__fd(skeleton.maps.sf_emc);
   m.mask_hits = bpf_map__fd(skeleton.maps.sf_mask_hits);
   m.stats = bpf_map__fd(skeleton.maps.sf_xdp_stats);
+  m.hints = bpf_map__fd(skeleton.maps.sf_hints);
   return m;
 }
 
@@ -377,6 +379,14 @@ void XdpLoader::clear_maps() {
   delete_all(maps_.ports, sizeof(uint32_t));
   delete_all(maps_.megaflows, sizeof(sf_megaflow_map_key));
   for (uint32_t i = 0; i < SF_MAX_XSKS; ++i) bpf_map_delete_elem(maps_.xsks, &i);
+  if (maps_.hints >= 0) {  // no NIC mark of a previous life is verifiable
+    const sf_hint none{};
+    for (uint32_t i = 0; i < SF_TCAM_MAX_ENTRIES; ++i) {
+      sf_hint hint{};
+      if (bpf_map_lookup_elem(maps_.hints, &i, &hint) == 0 && hint.generation != 0)
+        bpf_map_update_elem(maps_.hints, &i, &none, BPF_ANY);
+    }
+  }
   // Keep counting epochs: EMC entries of the previous life must stay invalid.
   uint32_t zero = 0;
   sf_xdp_config config{};
@@ -396,17 +406,15 @@ sf_xdp_stats XdpLoader::read_stats() const {
   std::vector<sf_xdp_stats> per_cpu(static_cast<size_t>(n_cpus));
   uint32_t zero = 0;
   if (bpf_map_lookup_elem(maps_.stats, &zero, per_cpu.data()) != 0) return total;
+  // Every field is a __u64 counter (sf_abi.h): summed word by word.
+  static_assert(sizeof(sf_xdp_stats) % sizeof(uint64_t) == 0);
+  constexpr size_t kWords = sizeof(sf_xdp_stats) / sizeof(uint64_t);
   for (const sf_xdp_stats& s : per_cpu) {
-    total.rx += s.rx;
-    total.emc_hits += s.emc_hits;
-    total.megaflow_hits += s.megaflow_hits;
-    total.misses += s.misses;
-    total.unparsed += s.unparsed;
-    total.malformed += s.malformed;
-    total.not_port += s.not_port;
-    total.no_socket += s.no_socket;
-    total.meta_failed += s.meta_failed;
-    total.mask_searches += s.mask_searches;
+    uint64_t words[kWords], sums[kWords];
+    std::memcpy(words, &s, sizeof(s));
+    std::memcpy(sums, &total, sizeof(total));
+    for (size_t i = 0; i < kWords; ++i) sums[i] += words[i];
+    std::memcpy(&total, sums, sizeof(total));
   }
   return total;
 }

@@ -41,6 +41,7 @@ struct XdpMaps {
   int emc = -1;
   int mask_hits = -1;
   int stats = -1;
+  int hints = -1;
 };
 
 // The map fds of a loaded skeleton.

@@ -182,9 +182,13 @@ struct sf_port {
 	__u32 ofport;
 	__u32 xsk_base;   /* socket of queue q is xsk slot xsk_base + q */
 	__u32 n_queues;   /* queues with a socket */
-	__u32 pad;
+	__u32 flags;      /* SF_PORT_* */
 	__u8 datapath[SF_MAX_QUEUES]; /* PMD datapath serving queue q */
 };
+
+/* sf_port.flags: frames on this port may carry the emulated NIC's mark
+ * shim (softflowd --offload), which the XDP program strips and verifies. */
+#define SF_PORT_HINTS 1u
 
 /* Key of the megaflow mirror: which mask, which datapath (megaflow ids are
  * per datapath), and the masked stage-0 key. */
@@ -228,6 +232,7 @@ struct sf_emc_entry {
 #define SF_XDP_EMC_HIT 1
 #define SF_XDP_MEGAFLOW_HIT 2
 #define SF_XDP_UNPARSED 3     /* the key is not valid: userspace parses */
+#define SF_XDP_HINT_HIT 4     /* the NIC's mark, verified: no lookup was made */
 
 #define SF_XDP_META_MAGIC 0x53464d31 /* "SFM1" */
 
@@ -253,6 +258,115 @@ struct sf_xdp_meta {
 	__u32 magic;
 };
 
+/* ------------------------------------------------------------------------ */
+/* Offload: the emulated NIC TCAM (offload/, bpf/sf_nic.bpf.c).
+ *
+ * softflowd keeps the most active stage-0 megaflows in the NIC's TCAM, each
+ * entry with an index (0 .. capacity-1) and a generation that changes every
+ * time the index is given to another megaflow.  The NIC classifies each frame
+ * from the wire against the TCAM and, on a match, inserts a shim carrying the
+ * entry's mark right after the MAC addresses: it does not overwrite a byte of
+ * the frame.  The switch's XDP program strips the shim and trusts the mark
+ * only after checking it against sf_hints, its own copy of the entries: the
+ * entry exists, its generation is the mark's, and the packet's key matches the
+ * entry's masked key.  Then it skips the EMC and megaflow lookups.
+ *
+ * The TCAM has only the fields a NIC parser gives (offload/tcam.h: L2
+ * to L4 headers and the ingress port, no SoftFlow metadata, no TCP flags, no
+ * fragment bits); an entry of a megaflow that matches on other fields too
+ * is the megaflow's match restricted to those fields, and the XDP program's
+ * check (on the megaflow's whole mask) resolves the rest.
+ */
+#define SF_SHIM_ETHERTYPE 0x88b5 /* IEEE 802 local experimental EtherType 1 */
+#define SF_SHIM_VERSION 1
+
+/* Inserted between the source MAC address and the frame's EtherType (or
+ * VLAN tag): dst[6] src[6] sf_shim[8] type/tag... */
+struct sf_shim {
+	__be16 ethertype; /* SF_SHIM_ETHERTYPE */
+	__u8 version;     /* SF_SHIM_VERSION */
+	__u8 pad;
+	__be32 mark;      /* SF_MARK(index, generation) */
+};
+
+#define SF_TCAM_DEFAULT_ENTRIES 1024
+#define SF_TCAM_MAX_ENTRIES 16384 /* a power of two: the index bits below */
+#define SF_MARK_INDEX_BITS 14
+#define SF_MARK_INDEX_MASK ((1u << SF_MARK_INDEX_BITS) - 1)
+/* A mark is the entry index and the low 18 bits of its generation; userspace
+ * never hands out a generation whose low 18 bits are 0, so a mark is never 0. */
+#define SF_MARK(index, generation) \
+	(((__u32)(generation) << SF_MARK_INDEX_BITS) | ((__u32)(index) & SF_MARK_INDEX_MASK))
+#define SF_MARK_INDEX(mark) ((mark) & SF_MARK_INDEX_MASK)
+#define SF_MARK_GENERATION(mark) ((mark) >> SF_MARK_INDEX_BITS)
+#define SF_MARK_GENERATION_BITS (32 - SF_MARK_INDEX_BITS)
+
+/* The switch's side of a TCAM entry (array sf_hints, indexed by the entry
+ * index): the megaflow it stands for.  generation 0: no entry. */
+struct sf_hint {
+	__u32 generation; /* full generation; the mark carries its low bits */
+	__u32 datapath;   /* the datapath whose megaflow 'ref' names */
+	struct sf_megaflow_ref ref;
+	struct sf_flow_key key;  /* the megaflow's masked key */
+	struct sf_flow_key mask; /* the megaflow's whole mask */
+};
+
+#define SF_MAP_HINTS "sf_hints" /* ARRAY entry index -> struct sf_hint */
+
+/* The NIC's maps (bpf/sf_nic.bpf.c; pinned by name like the switch's). */
+#define SF_MAP_TCAM "sf_tcam"               /* HASH sf_tcam_key -> sf_tcam_action */
+#define SF_MAP_TCAM_MASKS "sf_tcam_masks"   /* ARRAY mask index -> sf_flow_key */
+#define SF_MAP_TCAM_CONFIG "sf_tcam_config" /* ARRAY[1] struct sf_tcam_config */
+#define SF_MAP_TCAM_HITS "sf_tcam_hits"     /* PERCPU_ARRAY entry index -> __u64 */
+#define SF_MAP_NIC_PORTS "sf_nic_ports"     /* HASH ifindex -> struct sf_nic_port */
+#define SF_MAP_NIC_STATS "sf_nic_stats"     /* PERCPU_ARRAY[1] struct sf_nic_stats */
+#define SF_NIC_PROG_NAME "sf_nic"
+
+#define SF_TCAM_MAX_MASKS 32 /* distinct masks the emulated TCAM holds */
+
+/* The TCAM's key: which mask, and the frame's key under it (only TCAM
+ * fields; in_port is the switch port the NIC port feeds). */
+struct sf_tcam_key {
+	__u32 mask_index;
+	__u32 pad;
+	struct sf_flow_key key;
+};
+
+struct sf_tcam_action {
+	__u32 mark;  /* written into the shim */
+	__u32 index; /* the entry (counters) */
+};
+
+/* Which masks the NIC tries, in order, and how much of the matching traffic
+ * it marks (mark_per_64k / 65536 of the frames, chosen at random: the
+ * fraction-of-marked-traffic axis of Figure 9; 65536 marks all). */
+struct sf_tcam_config {
+	__u32 n_masks;
+	__u32 mark_per_64k;
+	__u8 order[SF_TCAM_MAX_MASKS];
+};
+
+/* A NIC port: a frame arriving on ifindex is sent on to peer_ifindex; when
+ * 'mark' is set (the wire side), it is classified and marked first, as
+ * entering switch port ofport. */
+struct sf_nic_port {
+	__u32 ofport;
+	__u32 peer_ifindex;
+	__u32 mark;
+	__u32 pad;
+};
+
+struct sf_nic_stats {
+	__u64 rx;          /* frames on NIC ports */
+	__u64 marked;      /* a TCAM entry matched; shim inserted */
+	__u64 not_marked;  /* a TCAM entry matched; left unmarked (mark_per_64k) */
+	__u64 tcam_miss;   /* no entry matched */
+	__u64 no_room;     /* no headroom for the shim: sent unmarked */
+	__u64 unparsed;    /* not classified (too long, or malformed) */
+	__u64 redirect_failed;
+	__u64 pad;
+};
+
 /* XDP counters (per CPU; userspace sums them). */
 struct sf_xdp_stats {
 	__u64 rx;            /* packets seen on switch ports */
@@ -265,6 +379,15 @@ struct sf_xdp_stats {
 	__u64 no_socket;     /* no AF_XDP socket on the queue: passed */
 	__u64 meta_failed;   /* no room for metadata: redirected without it */
 	__u64 mask_searches; /* masks tried on EMC misses */
+	/* NIC hints (SF_PORT_HINTS ports only; see "Offload" below) */
+	__u64 hint_marked;   /* frames that arrived with a mark shim (stripped) */
+	__u64 hint_hits;     /* marks verified: classification skipped */
+	__u64 hint_stale;    /* the entry's generation moved on */
+	__u64 hint_unknown;  /* no entry with the mark's index */
+	__u64 hint_mismatch; /* the packet does not match the entry (or its
+			      * megaflow is another datapath's) */
+	__u64 hint_malformed;/* the frame did not parse cleanly, or the shim
+			      * was cut short: the mark is not trusted */
 };
 
 SF_STATIC_ASSERT(sizeof(struct sf_port) == 16 + SF_MAX_QUEUES, "sf_port size");
@@ -276,7 +399,15 @@ SF_STATIC_ASSERT(sizeof(struct sf_xdp_meta) == 104, "sf_xdp_meta size");
 SF_STATIC_ASSERT(sizeof(struct sf_xdp_meta) % 4 == 0, "XDP metadata must be 4-byte sized");
 SF_STATIC_ASSERT(__builtin_offsetof(struct sf_xdp_meta, magic) == sizeof(struct sf_xdp_meta) - 4,
 	       "magic must be adjacent to the frame");
-SF_STATIC_ASSERT(sizeof(struct sf_xdp_stats) == 80, "sf_xdp_stats size");
+SF_STATIC_ASSERT(sizeof(struct sf_shim) == 8, "sf_shim size");
+SF_STATIC_ASSERT(sizeof(struct sf_hint) == 160, "sf_hint size");
+SF_STATIC_ASSERT(sizeof(struct sf_tcam_key) == 80, "sf_tcam_key size");
+SF_STATIC_ASSERT(sizeof(struct sf_tcam_action) == 8, "sf_tcam_action size");
+SF_STATIC_ASSERT(sizeof(struct sf_tcam_config) == 8 + SF_TCAM_MAX_MASKS, "sf_tcam_config size");
+SF_STATIC_ASSERT(sizeof(struct sf_nic_port) == 16, "sf_nic_port size");
+SF_STATIC_ASSERT(sizeof(struct sf_nic_stats) == 64, "sf_nic_stats size");
+SF_STATIC_ASSERT(SF_TCAM_MAX_ENTRIES == 1u << SF_MARK_INDEX_BITS, "mark index bits");
+SF_STATIC_ASSERT(sizeof(struct sf_xdp_stats) == 128, "sf_xdp_stats size");
 
 #ifdef __cplusplus
 }

@@ -12,7 +12,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <iterator>
 
+#include "sf_nic.skel.h"
 #include "sf_xdp.skel.h"
 #include "softflow/parse.h"
 
@@ -48,6 +50,87 @@ std::string errno_text(int err) { return std::string(std::strerror(err < 0 ? -er
     return ::testing::AssertionFailure()
            << "sched_setaffinity(cpu " << cpu << "): " << errno_text(errno);
   return ::testing::AssertionSuccess();
+}
+
+// The object pins its maps by name (LIBBPF_PIN_BY_NAME); a test must
+// neither reuse a running switch's maps nor leave pins behind.
+bool unpin_all_maps(bpf_object* obj, std::string* error) {
+  bpf_map* map;
+  bpf_object__for_each_map(map, obj) {
+    if (int err = bpf_map__set_pin_path(map, nullptr); err != 0) {
+      *error = std::string("bpf_map__set_pin_path(") + bpf_map__name(map) +
+               ", NULL): " + errno_text(err);
+      return false;
+    }
+  }
+  return true;
+}
+
+// One BPF_PROG_RUN of the XDP program 'prog_fd' on 'frame', as if received
+// on 'ifindex' queue 'rx_queue'.
+XdpRun run_xdp_program(int prog_fd, std::span<const uint8_t> frame, uint32_t ifindex,
+                       uint32_t rx_queue) {
+  XdpRun result;
+  xdp_md ctx_in{};
+  ctx_in.data = 0;
+  ctx_in.data_end = static_cast<uint32_t>(frame.size());
+  ctx_in.ingress_ifindex = ifindex;
+  ctx_in.rx_queue_index = rx_queue;
+  xdp_md ctx_out{};
+  // Room for the frame, the metadata and whatever the program might add.
+  std::vector<uint8_t> out(frame.size() + 512);
+
+  bpf_test_run_opts opts{};
+  opts.sz = sizeof opts;
+  opts.data_in = frame.data();
+  opts.data_size_in = static_cast<uint32_t>(frame.size());
+  opts.data_out = out.data();
+  opts.data_size_out = static_cast<uint32_t>(out.size());
+  opts.ctx_in = &ctx_in;
+  opts.ctx_size_in = sizeof ctx_in;
+  opts.ctx_out = &ctx_out;
+  opts.ctx_size_out = sizeof ctx_out;
+  opts.repeat = 1;
+  if (int err = bpf_prog_test_run_opts(prog_fd, &opts); err != 0) {
+    result.error = err < 0 ? err : -err;
+    return result;
+  }
+  result.verdict = opts.retval;
+  // data_out starts at data_meta; ctx_out holds data and data_end relative
+  // to it.  A frame longer than fits in one page arrives as a multi-buffer
+  // frame: data_end ends the linear part and the fragments follow it in
+  // data_out.
+  if (ctx_out.data_meta != 0 || ctx_out.data > ctx_out.data_end ||
+      ctx_out.data_end > opts.data_size_out || opts.data_size_out > out.size()) {
+    ADD_FAILURE() << "unexpected BPF_PROG_RUN output: ctx_out data_meta=" << ctx_out.data_meta
+                  << " data=" << ctx_out.data << " data_end=" << ctx_out.data_end
+                  << ", data_size_out=" << opts.data_size_out;
+    result.error = -EPROTO;
+    return result;
+  }
+  result.meta_len = ctx_out.data;
+  if (result.has_meta()) std::memcpy(&result.meta, out.data(), sizeof result.meta);
+  result.linear_len = ctx_out.data_end - ctx_out.data;
+  result.frame.assign(out.begin() + ctx_out.data, out.begin() + opts.data_size_out);
+  return result;
+}
+
+// A per-CPU value made of u64 counters, summed over the CPUs.
+template <typename T>
+bool sum_per_cpu(int map_fd, uint32_t key, int n_cpus, T* sum) {
+  constexpr size_t kCounters = sizeof(T) / sizeof(uint64_t);
+  static_assert(sizeof(T) == kCounters * sizeof(uint64_t));
+  std::vector<T> per_cpu(static_cast<size_t>(n_cpus));
+  std::memset(sum, 0, sizeof *sum);
+  if (bpf_map_lookup_elem(map_fd, &key, per_cpu.data()) != 0) return false;
+  uint64_t total[kCounters] = {};
+  for (const T& v : per_cpu) {
+    uint64_t counters[kCounters];
+    std::memcpy(counters, &v, sizeof counters);
+    for (size_t i = 0; i < kCounters; ++i) total[i] += counters[i];
+  }
+  std::memcpy(sum, total, sizeof *sum);
+  return true;
 }
 
 // Formats one key field (by its descriptor) as hex bytes.
@@ -103,6 +186,28 @@ std::string describe_meta(const sf_xdp_meta& meta) {
                 meta.l3_ofs, meta.l4_ofs, meta.payload_ofs, meta.parse_flags, meta.result,
                 meta.datapath, meta.hash, meta.ref.id, meta.ref.generation, meta.magic);
   return std::string(buf) + "\n    key: " + describe_key(meta.key);
+}
+
+std::vector<uint8_t> with_shim(std::span<const uint8_t> frame, uint32_t mark, uint8_t version) {
+  constexpr size_t kMacLen = 12;
+  std::vector<uint8_t> out(frame.begin(), frame.end());
+  const uint8_t shim[sizeof(sf_shim)] = {SF_SHIM_ETHERTYPE >> 8,
+                                         SF_SHIM_ETHERTYPE & 0xff,
+                                         version,
+                                         0,
+                                         static_cast<uint8_t>(mark >> 24),
+                                         static_cast<uint8_t>(mark >> 16),
+                                         static_cast<uint8_t>(mark >> 8),
+                                         static_cast<uint8_t>(mark)};
+  const size_t at = std::min(kMacLen, out.size());
+  out.insert(out.begin() + static_cast<std::ptrdiff_t>(at), std::begin(shim), std::end(shim));
+  return out;
+}
+
+FlowKey fields_mask(std::initializer_list<Field> fields) {
+  FlowKey mask = zero_key();
+  for (Field f : fields) key_or_into(mask, field_mask(f));
+  return mask;
 }
 
 UserspaceParse parse_in_userspace(std::span<const uint8_t> frame, uint32_t in_port) {
@@ -172,16 +277,9 @@ std::unique_ptr<XdpProgram> XdpProgram::load(std::string* error) {
     *error = "sf_xdp__open: " + errno_text(errno);
     return nullptr;
   }
-  // The object pins its maps by name (LIBBPF_PIN_BY_NAME); a test must
-  // neither reuse a running switch's maps nor leave pins behind.
-  bpf_map* map;
-  bpf_object__for_each_map(map, skel->obj) {
-    if (int err = bpf_map__set_pin_path(map, nullptr); err != 0) {
-      *error = std::string("bpf_map__set_pin_path(") + bpf_map__name(map) +
-               ", NULL): " + errno_text(err);
-      sf_xdp__destroy(skel);
-      return nullptr;
-    }
+  if (!unpin_all_maps(skel->obj, error)) {
+    sf_xdp__destroy(skel);
+    return nullptr;
   }
   if (int err = sf_xdp__load(skel); err != 0) {
     *error = "sf_xdp__load: " + errno_text(err) + " (the verifier log, if any, is above)";
@@ -197,49 +295,7 @@ std::unique_ptr<XdpProgram> XdpProgram::load(std::string* error) {
 }
 
 XdpRun XdpProgram::run(std::span<const uint8_t> frame, uint32_t ifindex, uint32_t rx_queue) {
-  XdpRun result;
-  xdp_md ctx_in{};
-  ctx_in.data = 0;
-  ctx_in.data_end = static_cast<uint32_t>(frame.size());
-  ctx_in.ingress_ifindex = ifindex;
-  ctx_in.rx_queue_index = rx_queue;
-  xdp_md ctx_out{};
-  // Room for the frame, the metadata and whatever the program might add.
-  std::vector<uint8_t> out(frame.size() + 512);
-
-  bpf_test_run_opts opts{};
-  opts.sz = sizeof opts;
-  opts.data_in = frame.data();
-  opts.data_size_in = static_cast<uint32_t>(frame.size());
-  opts.data_out = out.data();
-  opts.data_size_out = static_cast<uint32_t>(out.size());
-  opts.ctx_in = &ctx_in;
-  opts.ctx_size_in = sizeof ctx_in;
-  opts.ctx_out = &ctx_out;
-  opts.ctx_size_out = sizeof ctx_out;
-  opts.repeat = 1;
-  if (int err = bpf_prog_test_run_opts(bpf_program__fd(skel_->progs.sf_xdp), &opts); err != 0) {
-    result.error = err < 0 ? err : -err;
-    return result;
-  }
-  result.verdict = opts.retval;
-  // data_out starts at data_meta; ctx_out holds data and data_end relative
-  // to it.  A frame longer than fits in one page arrives as a multi-buffer
-  // frame: data_end ends the linear part and the fragments follow it in
-  // data_out.
-  if (ctx_out.data_meta != 0 || ctx_out.data > ctx_out.data_end ||
-      ctx_out.data_end > opts.data_size_out || opts.data_size_out > out.size()) {
-    ADD_FAILURE() << "unexpected BPF_PROG_RUN output: ctx_out data_meta=" << ctx_out.data_meta
-                  << " data=" << ctx_out.data << " data_end=" << ctx_out.data_end
-                  << ", data_size_out=" << opts.data_size_out;
-    result.error = -EPROTO;
-    return result;
-  }
-  result.meta_len = ctx_out.data;
-  if (result.has_meta()) std::memcpy(&result.meta, out.data(), sizeof result.meta);
-  result.linear_len = ctx_out.data_end - ctx_out.data;
-  result.frame.assign(out.begin() + ctx_out.data, out.begin() + opts.data_size_out);
-  return result;
+  return run_xdp_program(bpf_program__fd(skel_->progs.sf_xdp), frame, ifindex, rx_queue);
 }
 
 XdpMaps XdpProgram::maps() const { return skeleton_maps(*skel_); }
@@ -289,23 +345,20 @@ bool XdpProgram::delete_megaflow(uint32_t mask_slot, uint32_t datapath, const Fl
   return bpf_map_delete_elem(bpf_map__fd(skel_->maps.sf_megaflows), &k) == 0;
 }
 
+bool XdpProgram::set_hint(uint32_t index, const sf_hint& hint) {
+  return bpf_map_update_elem(bpf_map__fd(skel_->maps.sf_hints), &index, &hint, BPF_ANY) == 0;
+}
+
+bool XdpProgram::clear_hint(uint32_t index) {
+  sf_hint none;
+  std::memset(&none, 0, sizeof none);
+  return set_hint(index, none);
+}
+
 sf_xdp_stats XdpProgram::stats() {
-  constexpr size_t kCounters = sizeof(sf_xdp_stats) / sizeof(uint64_t);
-  static_assert(sizeof(sf_xdp_stats) == kCounters * sizeof(uint64_t));
-  std::vector<sf_xdp_stats> per_cpu(static_cast<size_t>(n_cpus_));
-  const uint32_t zero = 0;
   sf_xdp_stats sum{};
-  if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.sf_xdp_stats), &zero, per_cpu.data()) != 0) {
+  if (!sum_per_cpu(bpf_map__fd(skel_->maps.sf_xdp_stats), 0, n_cpus_, &sum))
     ADD_FAILURE() << "lookup sf_xdp_stats: " << errno_text(errno);
-    return sum;
-  }
-  uint64_t total[kCounters] = {};
-  for (const sf_xdp_stats& s : per_cpu) {
-    uint64_t counters[kCounters];
-    std::memcpy(counters, &s, sizeof counters);
-    for (size_t i = 0; i < kCounters; ++i) total[i] += counters[i];
-  }
-  std::memcpy(&sum, total, sizeof sum);
   return sum;
 }
 
@@ -329,6 +382,95 @@ std::vector<XdpProgram::MapPinning> XdpProgram::pinning() const {
   return out;
 }
 
+// ---- NicProgram ---------------------------------------------------------------------
+
+NicProgram::NicProgram(sf_nic* skel) : skel_(skel), n_cpus_(libbpf_num_possible_cpus()) {}
+
+NicProgram::~NicProgram() { sf_nic__destroy(skel_); }
+
+std::unique_ptr<NicProgram> NicProgram::load(std::string* error) {
+  sf_nic* skel = sf_nic__open();
+  if (skel == nullptr) {
+    *error = "sf_nic__open: " + errno_text(errno);
+    return nullptr;
+  }
+  if (!unpin_all_maps(skel->obj, error)) {
+    sf_nic__destroy(skel);
+    return nullptr;
+  }
+  if (int err = sf_nic__load(skel); err != 0) {
+    *error = "sf_nic__load: " + errno_text(err) + " (the verifier log, if any, is above)";
+    sf_nic__destroy(skel);
+    return nullptr;
+  }
+  std::unique_ptr<NicProgram> program(new NicProgram(skel));
+  if (program->n_cpus_ <= 0) {
+    *error = "libbpf_num_possible_cpus: " + errno_text(program->n_cpus_);
+    return nullptr;
+  }
+  return program;
+}
+
+XdpRun NicProgram::run(std::span<const uint8_t> frame, uint32_t ifindex, uint32_t rx_queue) {
+  return run_xdp_program(bpf_program__fd(skel_->progs.sf_nic), frame, ifindex, rx_queue);
+}
+
+bool NicProgram::set_port(uint32_t ifindex, const sf_nic_port& port) {
+  return bpf_map_update_elem(bpf_map__fd(skel_->maps.sf_nic_ports), &ifindex, &port, BPF_ANY) == 0;
+}
+
+bool NicProgram::delete_port(uint32_t ifindex) {
+  return bpf_map_delete_elem(bpf_map__fd(skel_->maps.sf_nic_ports), &ifindex) == 0;
+}
+
+bool NicProgram::set_mask(uint32_t index, const FlowKey& mask) {
+  return bpf_map_update_elem(bpf_map__fd(skel_->maps.sf_tcam_masks), &index, &mask, BPF_ANY) == 0;
+}
+
+bool NicProgram::set_config(const sf_tcam_config& config) {
+  const uint32_t zero = 0;
+  return bpf_map_update_elem(bpf_map__fd(skel_->maps.sf_tcam_config), &zero, &config, BPF_ANY) == 0;
+}
+
+namespace {
+sf_tcam_key tcam_key(uint32_t mask_index, const FlowKey& masked_key) {
+  sf_tcam_key k;
+  std::memset(&k, 0, sizeof k);
+  k.mask_index = mask_index;
+  k.key = masked_key;
+  return k;
+}
+}  // namespace
+
+bool NicProgram::add_entry(uint32_t mask_index, const FlowKey& masked_key,
+                           const sf_tcam_action& action) {
+  const sf_tcam_key k = tcam_key(mask_index, masked_key);
+  return bpf_map_update_elem(bpf_map__fd(skel_->maps.sf_tcam), &k, &action, BPF_ANY) == 0;
+}
+
+bool NicProgram::delete_entry(uint32_t mask_index, const FlowKey& masked_key) {
+  const sf_tcam_key k = tcam_key(mask_index, masked_key);
+  return bpf_map_delete_elem(bpf_map__fd(skel_->maps.sf_tcam), &k) == 0;
+}
+
+sf_nic_stats NicProgram::stats() {
+  sf_nic_stats sum{};
+  if (!sum_per_cpu(bpf_map__fd(skel_->maps.sf_nic_stats), 0, n_cpus_, &sum))
+    ADD_FAILURE() << "lookup sf_nic_stats: " << errno_text(errno);
+  return sum;
+}
+
+uint64_t NicProgram::tcam_hits(uint32_t index) {
+  std::vector<uint64_t> per_cpu(static_cast<size_t>(n_cpus_));
+  if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.sf_tcam_hits), &index, per_cpu.data()) != 0) {
+    ADD_FAILURE() << "lookup sf_tcam_hits[" << index << "]: " << errno_text(errno);
+    return 0;
+  }
+  uint64_t sum = 0;
+  for (uint64_t v : per_cpu) sum += v;
+  return sum;
+}
+
 // ---- XdpTest --------------------------------------------------------------------------
 
 sf_port XdpTest::default_port() const {
@@ -341,6 +483,12 @@ sf_port XdpTest::default_port() const {
 }
 
 void XdpTest::SetUp() {
+  prepare();
+  if (HasFatalFailure()) return;
+  load_switch();
+}
+
+void XdpTest::prepare() {
   if (geteuid() != 0)
     GTEST_FAIL() << "sf-bpf-tests must run as root: it loads an XDP program and creates "
                     "maps (CAP_BPF, CAP_NET_ADMIN).  Run it with sudo (CI runs it as root).";
@@ -352,7 +500,9 @@ void XdpTest::SetUp() {
 
   lo_ifindex_ = if_nametoindex("lo");
   ASSERT_NE(lo_ifindex_, 0u) << "no loopback device 'lo' to stand in as the ingress port";
+}
 
+void XdpTest::load_switch() {
   std::string error;
   // Once per process, a probe frame on a program of its own tells a kernel
   // without BPF_PROG_RUN for XDP from a failure of ours.
@@ -373,6 +523,28 @@ void XdpTest::SetUp() {
   xdp_ = XdpProgram::load(&error);
   ASSERT_NE(xdp_, nullptr) << error;
   ASSERT_TRUE(xdp_->set_port(lo_ifindex_, default_port())) << errno_text(errno);
+}
+
+// ---- NicTest --------------------------------------------------------------------------
+
+void NicTest::SetUp() {
+  // The NIC alone: sf_xdp is loaded only by the tests that need it
+  // (load_switch()).
+  prepare();
+  if (HasFatalFailure()) return;
+  std::string error;
+  nic_ = NicProgram::load(&error);
+  ASSERT_NE(nic_, nullptr) << error;
+  static bool prog_run_works = false;
+  if (!prog_run_works) {
+    const std::vector<uint8_t> probe(60, 0);
+    const XdpRun r = nic_->run(probe, lo_ifindex_, 0);
+    if (r.error == -EOPNOTSUPP || r.error == -kKernelEnotsupp)
+      skip_missing_kernel_feature("BPF_PROG_RUN (BPF_PROG_TEST_RUN) for XDP programs");
+    ASSERT_EQ(r.error, 0) << "BPF_PROG_RUN of a 60-byte frame on ifindex " << lo_ifindex_ << ": "
+                          << errno_text(r.error);
+    prog_run_works = true;
+  }
 }
 
 }  // namespace softflow::bpf_test

@@ -8,13 +8,16 @@
 // XdpTest is the fixture every test in tests/bpf uses: it checks that the
 // process can run BPF programs, pins the thread to one CPU (the EMC and the
 // counters are per CPU), loads a fresh program and registers the loopback as
-// switch port kOfPort served by datapath kDatapath.
+// switch port kOfPort served by datapath kDatapath.  NicTest does the same
+// for the emulated NIC (sf_nic.skel.h, NicProgram), loading the switch only
+// when a test asks for it (load_switch()).
 #pragma once
 
 #include <gtest/gtest.h>
 #include <linux/bpf.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <span>
 #include <string>
@@ -25,7 +28,8 @@
 #include "softflow/packet.h"
 #include "xdp_loader.h"
 
-struct sf_xdp;  // the skeleton (bpftool gen skeleton), kept out of the tests
+struct sf_xdp;  // the skeletons (bpftool gen skeleton), kept out of the tests
+struct sf_nic;
 
 namespace softflow::bpf_test {
 
@@ -67,6 +71,14 @@ std::string describe_meta(const sf_xdp_meta& meta);
 std::string describe_key(const FlowKey& key);
 std::string hex(std::span<const uint8_t> bytes);
 
+// 'frame' with the emulated NIC's shim {0x88b5, version, 0, mark (big
+// endian)} inserted after the MAC addresses (bytes 12-19), as sf_nic does.
+std::vector<uint8_t> with_shim(std::span<const uint8_t> frame, uint32_t mark,
+                               uint8_t version = SF_SHIM_VERSION);
+
+// The mask with every bit of 'fields' set.
+FlowKey fields_mask(std::initializer_list<Field> fields);
+
 // The XDP program equals userspace on 'frame': key, l3/l4/payload offsets,
 // parse flags, and the hash of the key.
 ::testing::AssertionResult meta_matches_userspace(const XdpRun& run,
@@ -95,6 +107,9 @@ class XdpProgram {
   bool add_megaflow(uint32_t mask_slot, uint32_t datapath, const FlowKey& masked_key,
                     sf_megaflow_ref ref);
   bool delete_megaflow(uint32_t mask_slot, uint32_t datapath, const FlowKey& masked_key);
+  // sf_hints (an array: clearing writes the all-zero "no entry").
+  bool set_hint(uint32_t index, const sf_hint& hint);
+  bool clear_hint(uint32_t index);
   // The map fds, as softflowd's loader hands them out (for MegaflowMirror).
   XdpMaps maps() const;
   // Per-CPU maps, summed over the possible CPUs.
@@ -117,9 +132,44 @@ class XdpProgram {
   int n_cpus_;
 };
 
+// The emulated NIC (build/bpf/sf_nic.skel.h), loaded the same way: maps
+// unpinned, frames run through BPF_PROG_RUN.  Its runs carry no metadata
+// (XdpRun::meta_len 0); XdpRun::frame is the frame it sends on.
+class NicProgram {
+ public:
+  static std::unique_ptr<NicProgram> load(std::string* error);
+  ~NicProgram();
+  NicProgram(const NicProgram&) = delete;
+  NicProgram& operator=(const NicProgram&) = delete;
+
+  XdpRun run(std::span<const uint8_t> frame, uint32_t ifindex, uint32_t rx_queue = 0);
+
+  bool set_port(uint32_t ifindex, const sf_nic_port& port);
+  bool delete_port(uint32_t ifindex);
+  bool set_mask(uint32_t index, const FlowKey& mask);
+  bool set_config(const sf_tcam_config& config);
+  // An sf_tcam entry: 'masked_key' must already be masked by mask 'mask_index'.
+  bool add_entry(uint32_t mask_index, const FlowKey& masked_key, const sf_tcam_action& action);
+  bool delete_entry(uint32_t mask_index, const FlowKey& masked_key);
+  // Per-CPU maps, summed over the possible CPUs.
+  sf_nic_stats stats();
+  uint64_t tcam_hits(uint32_t index);
+
+ private:
+  explicit NicProgram(sf_nic* skel);
+
+  sf_nic* skel_;
+  int n_cpus_;
+};
+
 class XdpTest : public ::testing::Test {
  protected:
+  // prepare(), then load_switch().
   void SetUp() override;
+  // Root, XDP support, one CPU, the loopback's ifindex.
+  void prepare();
+  // Loads a fresh sf_xdp into xdp_ with the loopback as port kOfPort.
+  void load_switch();
 
   // Runs on the loopback, queue 0.
   XdpRun run(std::span<const uint8_t> frame) { return xdp_->run(frame, lo_ifindex_, 0); }
@@ -127,6 +177,18 @@ class XdpTest : public ::testing::Test {
 
   std::unique_ptr<XdpProgram> xdp_;
   uint32_t lo_ifindex_ = 0;
+};
+
+// A fresh emulated NIC (nic_), with no NIC port registered; xdp_ stays
+// empty until a test calls load_switch().
+class NicTest : public XdpTest {
+ protected:
+  void SetUp() override;
+
+  // Runs the NIC on the loopback, queue 0.
+  XdpRun nic_run(std::span<const uint8_t> frame) { return nic_->run(frame, lo_ifindex_, 0); }
+
+  std::unique_ptr<NicProgram> nic_;
 };
 
 }  // namespace softflow::bpf_test

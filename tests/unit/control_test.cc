@@ -497,7 +497,8 @@ TEST_F(ControlTest, ShowReportsCountersTextAndJson) {
        {"1(p1): ifindex=11, queues=2, xdp=native, prog_id=77, adopted=no, rx_packets=5",
         "2(p2): xdp=generic, adopted=yes", "pmd_threads: 3", "flows: 2",
         "megaflows: 3 (limit 200000, idle timeout 10 s), coalescing on", "rx_packets=6",
-        "resolved in XDP: 2 (33.3% of rx_packets; emc 2, megaflow 0)",
+        "resolved in XDP: 2 (33.3% of rx_packets; NIC hint 0, emc 2, megaflow 0)",
+        "classified by NIC hint: 0 (0.0% of rx_packets); in software:",
         "resolved in userspace: 1 (emc 0, megaflow 1)", "slow-path upcalls: 3", "xdp_stale: 0",
         "megaflow_limit_hits: 0", "malformed: 0", "table_miss=1", "no_such_port=1",
         "xdp program: rx=40, emc_hits=31, megaflow_hits=4, misses=3"})

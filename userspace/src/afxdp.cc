@@ -56,7 +56,8 @@ bool take_xdp_meta(Packet& p, uint32_t ofport) {
       (p.l4_ofs != kNoOffset && p.l4_ofs >= p.len) ||
       (p.payload_ofs != kNoOffset && p.payload_ofs > p.len))
     return false;
-  if (meta->result == SF_XDP_EMC_HIT || meta->result == SF_XDP_MEGAFLOW_HIT) {
+  if (meta->result == SF_XDP_EMC_HIT || meta->result == SF_XDP_MEGAFLOW_HIT ||
+      meta->result == SF_XDP_HINT_HIT) {
     p.megaflow_id = meta->ref.id;
     p.megaflow_generation = meta->ref.generation;
     p.xdp_result = meta->result;

@@ -215,6 +215,7 @@ constexpr StatField kStatFields[] = {
     {"malformed", &DatapathStats::malformed},
     {"xdp_emc_resolved", &DatapathStats::xdp_emc_resolved},
     {"xdp_megaflow_resolved", &DatapathStats::xdp_megaflow_resolved},
+    {"xdp_hint_resolved", &DatapathStats::xdp_hint_resolved},
     {"xdp_stale", &DatapathStats::xdp_stale},
     {"lookups", &DatapathStats::lookups},
     {"emc_hits", &DatapathStats::emc_hits},
@@ -330,12 +331,17 @@ Response show(Controller& c, const Request&) {
         fmt::format("xdp_lookup: {}{}\n", it->get<bool>(),
                     it->get<bool>() ? "" : " (no megaflows mirrored to XDP: stage-0 lookups here)");
 
-  const uint64_t xdp = st.xdp_emc_resolved + st.xdp_megaflow_resolved;
+  const uint64_t xdp = st.xdp_emc_resolved + st.xdp_megaflow_resolved + st.xdp_hint_resolved;
   const uint64_t userspace = st.emc_hits + st.megaflow_hits;
   out += fmt::format("packets: rx_packets={}, rx_bytes={}, tx_packets={}, tx_bytes={}\n",
                      st.rx_packets, st.rx_bytes, st.tx_packets, st.tx_bytes);
-  out += fmt::format("  resolved in XDP: {} ({} of rx_packets; emc {}, megaflow {})\n", xdp,
-                     percent(xdp, st.rx_packets), st.xdp_emc_resolved, st.xdp_megaflow_resolved);
+  out += fmt::format(
+      "  resolved in XDP: {} ({} of rx_packets; NIC hint {}, emc {}, megaflow {})\n", xdp,
+      percent(xdp, st.rx_packets), st.xdp_hint_resolved, st.xdp_emc_resolved,
+      st.xdp_megaflow_resolved);
+  out += fmt::format("  classified by NIC hint: {} ({} of rx_packets); in software: {}\n",
+                     st.xdp_hint_resolved, percent(st.xdp_hint_resolved, st.rx_packets),
+                     st.xdp_emc_resolved + st.xdp_megaflow_resolved + userspace + st.upcalls);
   out += fmt::format("  resolved in userspace: {} (emc {}, megaflow {})\n", userspace, st.emc_hits,
                      st.megaflow_hits);
   out += fmt::format("  slow-path upcalls: {}\n", st.upcalls);
@@ -365,6 +371,18 @@ Response show(Controller& c, const Request&) {
                              {"not_port", "not_port"},
                              {"no_socket", "no_socket"}}) +
            "\n";
+    if (it->contains("hint_marked") && (*it)["hint_marked"].get<uint64_t>() +
+                                               (*it)["hint_malformed"].get<uint64_t>() >
+                                           0)
+      out += "nic hints: " +
+             fields_text(*it, {{"marked", "hint_marked"},
+                               {"classified", "hint_hits"},
+                               {"rejected", "hint_rejected"},
+                               {"stale", "hint_stale"},
+                               {"unknown", "hint_unknown"},
+                               {"mismatch", "hint_mismatch"},
+                               {"malformed", "hint_malformed"}}) +
+             "\n";
   }
   // Whatever else the daemon reports (e.g. its BPF mirror's counters),
   // except what is shown above already.
@@ -414,6 +432,9 @@ Response show(Controller& c, const Request&) {
                   {{"xdp", xdp},
                    {"xdp_emc", st.xdp_emc_resolved},
                    {"xdp_megaflow", st.xdp_megaflow_resolved},
+                   {"hint", st.xdp_hint_resolved},
+                   {"software", st.xdp_emc_resolved + st.xdp_megaflow_resolved + userspace +
+                                    st.upcalls},
                    {"xdp_percent_of_rx",
                     st.rx_packets ? 100.0 * static_cast<double>(xdp) / st.rx_packets : 0.0},
                    {"userspace", userspace},

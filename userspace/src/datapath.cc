@@ -98,6 +98,8 @@ Megaflow* Datapath::xdp_resolved(Packet& p) {
   }
   if (p.xdp_result == SF_XDP_EMC_HIT)
     ++stats_.xdp_emc_resolved;
+  else if (p.xdp_result == SF_XDP_HINT_HIT)
+    ++stats_.xdp_hint_resolved;
   else
     ++stats_.xdp_megaflow_resolved;
   return mf;

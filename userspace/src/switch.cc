@@ -144,7 +144,7 @@ DatapathStats Switch::total_stats_locked() const {
     const DatapathStats& s = dp->stats();
 #define SF_ADD(f) t.f += s.f
     SF_ADD(rx_packets); SF_ADD(rx_bytes); SF_ADD(tx_packets); SF_ADD(tx_bytes);
-    SF_ADD(malformed); SF_ADD(xdp_emc_resolved); SF_ADD(xdp_megaflow_resolved);
+    SF_ADD(malformed); SF_ADD(xdp_emc_resolved); SF_ADD(xdp_megaflow_resolved); SF_ADD(xdp_hint_resolved);
     SF_ADD(xdp_stale); SF_ADD(lookups); SF_ADD(emc_hits); SF_ADD(megaflow_hits);
     SF_ADD(upcalls); SF_ADD(xlates); SF_ADD(subtables_searched); SF_ADD(coalesced);
     SF_ADD(coalesce_guard_failed); SF_ADD(continuations_attached); SF_ADD(reinjected); SF_ADD(service_packets);

@@ -223,7 +223,15 @@ int run(const Options& opt) {
                   {"not_port", x.not_port},
                   {"no_socket", x.no_socket},
                   {"meta_failed", x.meta_failed},
-                  {"mask_searches", x.mask_searches}};
+                  {"mask_searches", x.mask_searches},
+                  {"hint_marked", x.hint_marked},
+                  {"hint_hits", x.hint_hits},
+                  {"hint_stale", x.hint_stale},
+                  {"hint_unknown", x.hint_unknown},
+                  {"hint_mismatch", x.hint_mismatch},
+                  {"hint_malformed", x.hint_malformed},
+                  {"hint_rejected", x.hint_stale + x.hint_unknown + x.hint_mismatch +
+                                        x.hint_malformed}};
     }
     if (mirror) {
       const MirrorStats m = mirror->stats();

@@ -59,6 +59,7 @@ struct DatapathStats {
   // its metadata), verified here and executed without a lookup.
   uint64_t xdp_emc_resolved = 0;
   uint64_t xdp_megaflow_resolved = 0;
+  uint64_t xdp_hint_resolved = 0;  // by the NIC's mark, which XDP verified (offload/)
   uint64_t xdp_stale = 0;  // XDP's megaflow id was gone or did not match: looked up here
   uint64_t lookups = 0;    // megaflow cache lookups (EMC or classifier)
   uint64_t emc_hits = 0;
