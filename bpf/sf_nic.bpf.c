@@ -19,11 +19,9 @@
  * descriptor, and a driver that hands the mark to XDP (e.g. an XDP metadata
  * kfunc like the RX hash and timestamp ones).
  *
- *   sf_nic      the NIC: classify and mark on ports with sf_nic_port.mark,
- *               then forward to the port's peer interface;
- *   sf_nic_pass XDP_PASS, for the far end of a veth that receives frames the
- *               NIC redirects (veth delivers redirected frames only to a
- *               peer with an XDP program).
+ * A veth delivers frames redirected into it only when its peer has NAPI
+ * running: an XDP program attached there, or GRO turned on
+ * (ethtool -K PEER gro on).
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -185,10 +183,4 @@ int sf_nic(struct xdp_md *ctx)
 	if (action != XDP_REDIRECT)
 		stats->redirect_failed++;
 	return action;
-}
-
-SEC("xdp")
-int sf_nic_pass(struct xdp_md *ctx)
-{
-	return XDP_PASS;
 }

@@ -220,8 +220,9 @@ Result<std::unique_ptr<XdpLoader>> XdpLoader::attach(const std::vector<std::stri
         close(fd);
         if (pinned && current && pinned.value().id == current.value().id) {
           loader->pinned_dir_ = options.pin_dir;
-          for (const char* m : {SF_MAP_PORTS, SF_MAP_XSKS, SF_MAP_MASKS, SF_MAP_MEGAFLOWS,
-                                SF_MAP_CONFIG, SF_MAP_EMC, SF_MAP_MASK_HITS, SF_MAP_STATS})
+          for (const char* m :
+               {SF_MAP_PORTS, SF_MAP_XSKS, SF_MAP_MASKS, SF_MAP_MEGAFLOWS, SF_MAP_CONFIG,
+                SF_MAP_EMC, SF_MAP_MASK_HITS, SF_MAP_STATS, SF_MAP_HINTS})
             loader->pinned_paths_.push_back(options.pin_dir + "/" + m);
           for (XdpInterface& itf : loader->interfaces_)
             if (itf.adopted) itf.attached = true;

@@ -255,6 +255,7 @@ Result<std::unique_ptr<AfxdpPorts>> AfxdpPorts::create(const std::vector<AfxdpPo
     sf_port port{};
     port.ofport = ports[pi].ofport;
     port.n_queues = ports[pi].n_queues;
+    port.flags = config.hints ? SF_PORT_HINTS : 0;
     port.xsk_base = im.queues[im.port_queues[pi].front()]->slot;
     for (uint32_t qi : im.port_queues[pi]) {
       const Queue& q = *im.queues[qi];

@@ -569,6 +569,37 @@ Response ct_flush(Controller& c, const Request&) {
   });
 }
 
+// One TCAM entry per line, by index: the NIC's match (TCAM fields only),
+// its mark and hits, and the megaflow it stands for.
+Response offload_show(Controller& c, const Request&) {
+  const Json facts = c.offload_facts();
+  if (!facts.is_object())
+    return Response::failure(
+        Status::error("offload is off (start softflowd with --offload tcam[:ENTRIES])"));
+  const Json& entries = facts["entries"];
+  std::string out = fmt::format("tcam: {} of {} entries", entries.size(),
+                                facts["capacity"].get<uint64_t>());
+  if (facts.contains("stats") && facts["stats"].is_object())
+    out += ", " + fields_text(facts["stats"], {{"installs", "installs"},
+                                                {"evictions", "evictions"},
+                                                {"removals", "removals"},
+                                                {"refused", "refused"},
+                                                {"conflicts", "conflicts"}});
+  out += "\n";
+  if (facts.contains("nic") && facts["nic"].is_object())
+    out += "nic: " + fields_text(facts["nic"], {}) + "\n";
+  for (const Json& e : entries)
+    out += fmt::format(" index={} mark=0x{:08x} hits={} recent={} datapath={} megaflow={}{}: {}{}\n",
+                       e["index"].get<uint64_t>(), e["mark"].get<uint64_t>(),
+                       e["hits"].get<uint64_t>(), e["recent"].get<uint64_t>(),
+                       e["datapath"].get<uint64_t>(), e["megaflow_id"].get<uint64_t>(),
+                       e["partial"].get<bool>() ? " partial" : "", e["match"].get<std::string>(),
+                       e["partial"].get<bool>()
+                           ? " (megaflow: " + e["megaflow_match"].get<std::string>() + ")"
+                           : "");
+  return Response::success(std::move(out), facts);
+}
+
 // ---- the table --------------------------------------------------------------------
 
 constexpr CommandSpec kCommands[] = {
@@ -599,6 +630,9 @@ constexpr CommandSpec kCommands[] = {
     {"list-services", "", "the registered services and their counters", 0, 0, false, list_services},
     {"ct-dump", "", "print the connections that services track", 0, 0, false, ct_dump},
     {"ct-flush", "", "forget every tracked connection", 0, 0, false, ct_flush},
+    {"offload-show", "",
+     "the emulated NIC TCAM's entries (softflowd --offload) with their marks and hits", 0, 0,
+     false, offload_show},
 };
 
 }  // namespace
@@ -637,6 +671,11 @@ nlohmann::json Controller::daemon_facts() const {
   if (!hooks_.show) return Json::object();
   Json facts = hooks_.show();
   return facts.is_object() ? facts : Json::object();
+}
+
+nlohmann::json Controller::offload_facts() const {
+  if (!hooks_.offload) return nullptr;
+  return hooks_.offload();
 }
 
 namespace {

@@ -2,13 +2,15 @@
 //
 //   softflowd --port veth-a:1 --port veth-b:2 [--flows FILE] [--socket PATH]
 //             [--no-coalesce] [--xdp-mode native|generic] [--pmd-threads N]
-//             [--profile] [--no-xdp-lookup]
+//             [--profile] [--no-xdp-lookup] [--offload tcam[:ENTRIES]]
 //
 // --profile charges TSC cycles per batch phase (parse, lookup, slow path,
 // services, actions, I/O, idle; profile.h) and `sfctl show` prints them per
 // PMD thread.  --no-xdp-lookup mirrors no megaflows to the XDP program: it
 // still parses and redirects, but every stage-0 lookup happens in userspace
-// (the ablation of the hybrid's XDP-side classification).
+// (the ablation of the hybrid's XDP-side classification).  --offload keeps
+// the most active stage-0 megaflows in the emulated NIC's TCAM (offload/,
+// `sf-nic`), whose marks the XDP program verifies to skip classification.
 //
 // Start-up checks everything before it changes anything (flows file, ports,
 // interfaces, the XDP programs already attached, the control socket); then it
@@ -28,6 +30,8 @@
 #include <thread>
 
 #include "megaflow_mirror.h"
+#include "nic_tcam.h"
+#include "softflow/describe.h"
 #include "softflow/afxdp.h"
 #include "softflow/clock.h"
 #include "softflow/control.h"
@@ -54,7 +58,94 @@ struct Options {
   std::string pin_dir = "/sys/fs/bpf/softflow";
   size_t max_megaflows = 200000;
   double idle_timeout_s = 10.0;
+  std::string offload;  // "", "tcam" or "tcam:ENTRIES"
 };
+
+// --offload tcam[:ENTRIES]: the TCAM's capacity (0: offload off).
+Result<uint32_t> parse_offload(const std::string& arg) {
+  if (arg.empty()) return 0u;
+  const std::string kind = arg.substr(0, arg.find(':'));
+  if (kind != "tcam")
+    return Status::error(fmt::format("--offload {}: unknown offload '{}' (try tcam[:ENTRIES])",
+                                     arg, kind));
+  if (arg.size() == kind.size()) return uint32_t{SF_TCAM_DEFAULT_ENTRIES};
+  const std::string num = arg.substr(kind.size() + 1);
+  char* end = nullptr;
+  const unsigned long v = std::strtoul(num.c_str(), &end, 10);
+  if (num.empty() || *end != '\0' || v == 0 || v > SF_TCAM_MAX_ENTRIES)
+    return Status::error(fmt::format("--offload {}: '{}' is not a TCAM size (1..{})", arg, num,
+                                     SF_TCAM_MAX_ENTRIES));
+  return static_cast<uint32_t>(v);
+}
+
+// Tells both the BPF mirror (when XDP lookups are on) and the offload policy
+// about each megaflow of one datapath.
+class OffloadObserver : public MegaflowObserver {
+ public:
+  OffloadObserver(MegaflowObserver* mirror, Offloader& offloader, uint32_t datapath)
+      : mirror_(mirror), offloader_(offloader), datapath_(datapath) {}
+  void megaflow_installed(const Megaflow& mf) override {
+    if (mirror_ != nullptr) mirror_->megaflow_installed(mf);
+    offloader_.megaflow_installed(datapath_, mf);
+  }
+  void megaflow_removed(const Megaflow& mf) override {
+    offloader_.megaflow_removed(datapath_, mf);  // its marks are refused from here on
+    if (mirror_ != nullptr) mirror_->megaflow_removed(mf);
+  }
+
+ private:
+  MegaflowObserver* mirror_;
+  Offloader& offloader_;
+  uint32_t datapath_;
+};
+
+// Every live stage-0 megaflow with its packet count (under exclusive()).
+std::vector<OffloadCandidate> offload_candidates(Switch& sw) {
+  std::vector<OffloadCandidate> out;
+  for (size_t t = 0; t < sw.datapath_count(); ++t)
+    sw.datapath(t).megaflows().for_each([&](const Megaflow& mf) {
+      if (!is_stage0(mf.key, mf.mask)) return;
+      out.push_back({static_cast<uint32_t>(t), mf.id, mf.generation, mf.key, mf.mask,
+                     mf.n_packets});
+    });
+  return out;
+}
+
+nlohmann::json offload_json(const Offloader& offloader, const NicTcam& nic) {
+  nlohmann::json entries = nlohmann::json::array();
+  for (const TcamEntry& e : offloader.entries())
+    entries.push_back({{"index", e.index},
+                       {"mark", e.mark},
+                       {"generation", e.generation},
+                       {"hits", nic.hits(e.index)},
+                       {"recent", e.recent},
+                       {"datapath", e.datapath},
+                       {"megaflow_id", e.megaflow_id},
+                       {"partial", e.partial},
+                       {"match", print_match(Match{e.key, e.mask})},
+                       {"megaflow_match", print_match(Match{e.megaflow_key, e.megaflow_mask})}});
+  const OffloadStats s = offloader.stats();
+  const sf_nic_stats n = nic.nic_stats();
+  return {{"capacity", offloader.capacity()},
+          {"stats",
+           {{"entries", s.entries},
+            {"installs", s.installs},
+            {"evictions", s.evictions},
+            {"removals", s.removals},
+            {"refused", s.refused},
+            {"conflicts", s.conflicts},
+            {"not_stage0", s.not_stage0},
+            {"rebalances", s.rebalances}}},
+          {"nic",
+           {{"rx", n.rx},
+            {"marked", n.marked},
+            {"not_marked", n.not_marked},
+            {"tcam_miss", n.tcam_miss},
+            {"no_room", n.no_room},
+            {"unparsed", n.unparsed},
+            {"redirect_failed", n.redirect_failed}}},
+          {"entries", entries}};
+}
 
 int fail(const std::string& message) {
   fmt::print(stderr, "softflowd: {}\n", message);
@@ -111,6 +202,10 @@ int run(const Options& opt) {
   for (const auto& p : ports) ofports.insert(p.ofport);
   auto mode = parse_xdp_mode(opt.xdp_mode);
   if (!mode) return fail(mode.status().message());
+  auto tcam_entries = parse_offload(opt.offload);
+  if (!tcam_entries) return fail(tcam_entries.status().message());
+  if (tcam_entries.value() != 0 && opt.pin_dir.empty())
+    return fail("--offload needs --pin-dir: the emulated NIC (sf-nic) finds its TCAM there");
   if (opt.pmd_threads == 0 || opt.pmd_threads > SF_MAX_DATAPATHS)
     return fail(fmt::format("--pmd-threads must be 1..{}", SF_MAX_DATAPATHS));
 
@@ -174,6 +269,9 @@ int run(const Options& opt) {
   std::unique_ptr<XdpLoader> loader;
   std::unique_ptr<AfxdpPorts> afxdp;
   std::unique_ptr<MegaflowMirror> mirror;
+  std::unique_ptr<NicTcam> nic;
+  std::unique_ptr<Offloader> offloader;
+  std::vector<std::unique_ptr<OffloadObserver>> offload_observers;
   DaemonHooks hooks;
   hooks.now_ns = monotonic_ns;
   hooks.show = [&]() {
@@ -240,8 +338,20 @@ int run(const Options& opt) {
                      {"removed", m.removed},           {"not_stage0", m.not_stage0},
                      {"no_mask_slot", m.no_mask_slot}, {"map_full", m.map_full}};
     }
+    if (offloader) {
+      const OffloadStats s = offloader->stats();
+      j["offload"] = {{"tcam_entries", s.entries}, {"capacity", offloader->capacity()},
+                      {"installs", s.installs},    {"evictions", s.evictions},
+                      {"removals", s.removals},    {"refused", s.refused},
+                      {"conflicts", s.conflicts}};
+    }
     return j;
   };
+  if (tcam_entries.value() != 0)
+    hooks.offload = [&]() -> nlohmann::json {
+      if (!offloader || !nic) return nullptr;
+      return offload_json(*offloader, *nic);
+    };
 
   XdpLoaderOptions lopts;
   lopts.mode = mode.value();
@@ -264,16 +374,29 @@ int run(const Options& opt) {
   // The mirror starts by writing an empty mask list to XDP; without its
   // observers (--no-xdp-lookup) it stays empty and XDP resolves nothing.
   mirror = std::make_unique<MegaflowMirror>(loader->maps());
-  if (!opt.no_xdp_lookup)
-    sw->exclusive([&] {
-      for (size_t t = 0; t < sw->datapath_count(); ++t)
-        sw->datapath(t).megaflows().set_observer(mirror->observer(static_cast<uint32_t>(t)));
-      return 0;
-    });
+  if (tcam_entries.value() != 0) {
+    auto nic_r = NicTcam::open(opt.pin_dir, loader->maps());
+    if (!nic_r) return fail(nic_r.status().message());
+    nic = std::move(nic_r).value();
+    offloader = std::make_unique<Offloader>(tcam_entries.value(), *nic);
+  }
+  sw->exclusive([&] {
+    for (size_t t = 0; t < sw->datapath_count(); ++t) {
+      const auto dp = static_cast<uint32_t>(t);
+      MegaflowObserver* observer = opt.no_xdp_lookup ? nullptr : mirror->observer(dp);
+      if (offloader) {
+        offload_observers.push_back(std::make_unique<OffloadObserver>(observer, *offloader, dp));
+        observer = offload_observers.back().get();
+      }
+      sw->datapath(t).megaflows().set_observer(observer);
+    }
+    return 0;
+  });
   if (opt.profile) tsc_hz();  // calibrated once, before the PMD threads start
 
   AfxdpConfig acfg;
   acfg.pmd_threads = opt.pmd_threads;
+  acfg.hints = offloader != nullptr;
   auto afxdp_r = AfxdpPorts::create(ports, acfg, loader->maps());
   if (!afxdp_r) return fail(afxdp_r.status().message());
   afxdp = std::move(afxdp_r).value();
@@ -307,18 +430,27 @@ int run(const Options& opt) {
                ports[i].n_queues == 1 ? "" : "s", xdp_mode_name(itf.mode), itf.prog_id,
                itf.adopted ? ", adopted" : "");
   }
-  fmt::print(stderr, "softflowd: {} flows, {} PMD thread{}, coalescing {}, control {}{}{}\n",
+  fmt::print(stderr, "softflowd: {} flows, {} PMD thread{}, coalescing {}, control {}{}{}{}\n",
              rules.size(), opt.pmd_threads, opt.pmd_threads == 1 ? "" : "s",
              opt.no_coalesce ? "off" : "on", opt.socket,
-             opt.no_xdp_lookup ? ", no XDP lookups" : "", opt.profile ? ", profiling" : "");
+             opt.no_xdp_lookup ? ", no XDP lookups" : "", opt.profile ? ", profiling" : "",
+             offloader ? fmt::format(", offload to an emulated NIC TCAM of {} entries",
+                                     offloader->capacity())
+                       : "");
 
-  // Housekeeping until a signal: re-rank the XDP mask search order.
+  // Housekeeping until a signal: re-rank the XDP mask search order, and
+  // keep the most active megaflows in the TCAM.
   int signo = 0;
   for (;;) {
     timespec timeout{1, 0};
     signo = sigtimedwait(&signals, nullptr, &timeout);
     if (signo > 0) break;
     mirror->rank();
+    if (offloader) {
+      const std::vector<OffloadCandidate> candidates =
+          sw->exclusive([&] { return offload_candidates(*sw); });
+      offloader->rebalance(candidates);
+    }
   }
   fmt::print(stderr, "softflowd: {}: shutting down\n", strsignal(signo));
 
@@ -331,6 +463,9 @@ int run(const Options& opt) {
       sw->datapath(t).megaflows().set_observer(nullptr);
     return 0;
   });
+  offload_observers.clear();
+  offloader.reset();
+  nic.reset();  // TCAM emptied, the NIC's maps unpinned (those it created)
   mirror.reset();
   loader.reset();  // maps emptied, detached, unpinned
   return 0;
@@ -352,6 +487,9 @@ int main(int argc, char** argv) {
                "CPU breakdown per PMD thread in TSC cycles (sfctl show prints it)");
   app.add_flag("--no-xdp-lookup", opt.no_xdp_lookup,
                "mirror no megaflows to XDP: every stage-0 lookup in userspace");
+  app.add_option("--offload", opt.offload,
+                 "tcam[:ENTRIES]: keep the most active megaflows in an emulated NIC TCAM "
+                 "(default 1024 entries, at most 16384); `sf-nic` is the NIC");
   app.add_option("--xdp-mode", opt.xdp_mode, "native or generic")->capture_default_str();
   app.add_option("--pmd-threads,--threads", opt.pmd_threads, "polling threads")
       ->capture_default_str();

@@ -34,6 +34,7 @@ struct AfxdpConfig {
   uint32_t ring_size = 2048;         // RX, TX, fill and completion rings
   uint32_t frames_per_socket = 4096;
   uint32_t pmd_threads = 1;
+  bool hints = false;  // frames may carry the emulated NIC's mark (SF_PORT_HINTS)
 };
 
 struct AfxdpQueueStats {

@@ -87,9 +87,14 @@ Result<Response> decode_response(std::string_view line);
 //  Every key is optional.  Port names there resolve in_port=NAME / output:NAME.
 //  now_ns(): the clock the datapaths run on (megaflow "used" times); the
 //  steady clock if absent.
+//  offload(): the emulated NIC TCAM (softflowd --offload): {"capacity",
+//  "stats": {...}, "nic": {...}, "entries": [{"index", "mark", "generation",
+//  "hits", "recent", "datapath", "megaflow_id", "partial", "match",
+//  "megaflow_match"}]}; absent when offload is off.
 struct DaemonHooks {
   std::function<nlohmann::json()> show;
   std::function<uint64_t()> now_ns;
+  std::function<nlohmann::json()> offload;
 };
 
 class Controller;
@@ -130,6 +135,8 @@ class Controller {
   uint64_t now_ns() const;
   // hooks.show(), or {} without the hook.
   nlohmann::json daemon_facts() const;
+  // hooks.offload(), or null when offload is off.
+  nlohmann::json offload_facts() const;
   // Resolves port names through daemon_facts() (asked at most once per
   // request, and only when a name is used).
   FlowParseOptions parse_options(bool match_only) const;
