@@ -37,11 +37,9 @@ Result<std::unique_ptr<NicTcam>> NicTcam::open(const std::string& pin_dir,
   // Only the maps: the program runs where `sf-nic` attaches it.
   bpf_program__set_autoload(t->skel_->progs.sf_nic, false);
   if (int err = sf_nic__load(t->skel_))
-    return Status::error(fmt::format("cannot load the NIC's maps under {}: {}", pin_dir,
-                                     std::strerror(-err)));
-  for (const char* name : kNicMaps)
-    if (std::find(existed.begin(), existed.end(), name) == existed.end())
-      t->created_pins_.push_back(pin_dir + "/" + name);
+    return Status::error(
+        fmt::format("cannot load the NIC's maps under {}: {}", pin_dir, std::strerror(-err)));
+  t->pin_dir_ = pin_dir;
 
   t->hints_fd_ = switch_maps.hints;
   t->tcam_fd_ = bpf_map__fd(t->skel_->maps.sf_tcam);
@@ -79,7 +77,12 @@ NicTcam::~NicTcam() {
   std::vector<uint8_t> key(sizeof(sf_tcam_key));
   while (bpf_map_get_next_key(tcam_fd_, nullptr, key.data()) == 0)
     if (bpf_map_delete_elem(tcam_fd_, key.data()) != 0) break;
-  for (const std::string& path : created_pins_) unlink(path.c_str());
+  // The NIC's maps are its hardware: they stay while an sf-nic uses them
+  // (it has ports in sf_nic_ports), so that a restarted softflowd programs
+  // the same NIC.  The last one out unpins them (sf-nic does the same).
+  uint32_t port = 0;
+  if (bpf_map_get_next_key(bpf_map__fd(skel_->maps.sf_nic_ports), nullptr, &port) != 0)
+    for (const char* name : kNicMaps) unlink((pin_dir_ + "/" + name).c_str());
   sf_nic__destroy(skel_);
 }
 

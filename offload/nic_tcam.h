@@ -32,7 +32,7 @@ class NicTcam : public TcamDevice {
   // there first) and empties its table.  switch_maps: the XDP loader's.
   static Result<std::unique_ptr<NicTcam>> open(const std::string& pin_dir,
                                                const XdpMaps& switch_maps);
-  // Empties both sides and unpins the NIC maps this instance created.
+  // Empties both sides; unpins the NIC's maps unless an sf-nic still uses them.
   ~NicTcam() override;
   NicTcam(const NicTcam&) = delete;
   NicTcam& operator=(const NicTcam&) = delete;
@@ -60,7 +60,7 @@ class NicTcam : public TcamDevice {
   std::array<MaskSlot, SF_TCAM_MAX_MASKS> slots_{};
   std::vector<uint8_t> order_;          // slots in use, in search order
   std::vector<int16_t> slot_of_index_;  // entry index -> mask slot (-1: none)
-  std::vector<std::string> created_pins_;
+  std::string pin_dir_;
   int n_cpus_ = 1;
 };
 

@@ -137,7 +137,13 @@ TcamInsertResult Tcam::insert(uint32_t datapath, uint32_t megaflow_id, uint32_t 
   e.megaflow_generation = megaflow_generation;
   e.megaflow_mask = megaflow_mask;
   e.megaflow_key = key_and(megaflow_key, megaflow_mask);
-  e.partial = !key_equal(m.mask, megaflow_mask);
+  // The SoftFlow metadata of a stage-0 megaflow is 0 for every frame off the
+  // wire: matching it leaves nothing for software to resolve.
+  FlowKey wire_mask = megaflow_mask;
+  wire_mask.sf_stage = 0;
+  wire_mask.sf_action = 0;
+  wire_mask.sf_metadata = 0;
+  e.partial = !key_equal(m.mask, wire_mask);
   ++size_;
   return {TcamRefusal::kNone, &e};
 }

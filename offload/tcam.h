@@ -45,7 +45,7 @@ struct TcamEntry {
   uint32_t megaflow_generation = 0;
   FlowKey megaflow_key;  // masked
   FlowKey megaflow_mask;
-  bool partial = false;  // mask != megaflow_mask: software checks the rest
+  bool partial = false;  // the megaflow matches wire fields the TCAM lacks: software checks them
   uint64_t recent = 0;   // packets in the last rebalance period (Offloader)
 };
 
