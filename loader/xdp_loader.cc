@@ -2,10 +2,10 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <linux/if_link.h>
 #include <net/if.h>
-#include <fcntl.h>
 #include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -16,6 +16,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "percpu.h"
 #include "sf_xdp.skel.h"
 
 namespace softflow {
@@ -56,7 +57,8 @@ Result<ProgInfo> prog_info(int fd) {
     return Status::error(fmt::format("cannot read XDP program info: {}", errno_text(errno)));
   ProgInfo out;
   out.name = info.name;
-  for (uint32_t i = 0; i < std::min<uint32_t>(info.nr_map_ids, 16); ++i) out.map_ids.push_back(ids[i]);
+  for (uint32_t i = 0; i < std::min<uint32_t>(info.nr_map_ids, 16); ++i)
+    out.map_ids.push_back(ids[i]);
   return out;
 }
 
@@ -93,7 +95,8 @@ Result<Attached> query(int ifindex, const std::string& name) {
       a.mode = XdpMode::kGeneric;
       break;
     default:  // hardware offload or several modes at once: not ours to manage
-      a.prog_id = opts.prog_id ? opts.prog_id : (opts.drv_prog_id ? opts.drv_prog_id : opts.skb_prog_id);
+      a.prog_id =
+          opts.prog_id ? opts.prog_id : (opts.drv_prog_id ? opts.drv_prog_id : opts.skb_prog_id);
       a.offloaded_or_multi = true;
       break;
   }
@@ -164,8 +167,8 @@ Result<std::unique_ptr<XdpLoader>> XdpLoader::attach(const std::vector<std::stri
     if (a.value().prog_id != 0) {
       int fd = bpf_prog_get_fd_by_id(a.value().prog_id);
       if (fd < 0)
-        return Status::error(fmt::format("cannot open the XDP program on {}: {}", name,
-                                         errno_text(errno)));
+        return Status::error(
+            fmt::format("cannot open the XDP program on {}: {}", name, errno_text(errno)));
       auto info = prog_info(fd);
       close(fd);
       if (!info) return info.status();
@@ -183,10 +186,12 @@ Result<std::unique_ptr<XdpLoader>> XdpLoader::attach(const std::vector<std::stri
         auto first = other >= 0 ? prog_info(other) : Result<ProgInfo>(Status::error("gone"));
         if (other >= 0) close(other);
         if (!first || first.value().map_ids != info.value().map_ids)
-          return Status::error(fmt::format(
-              "{} has a different SoftFlow XDP program (id {}) with its own maps; attach one "
-              "object to all ports or remove it with `ip link set dev {} xdp off`",
-              name, a.value().prog_id, name), EBUSY);
+          return Status::error(
+              fmt::format(
+                  "{} has a different SoftFlow XDP program (id {}) with its own maps; attach one "
+                  "object to all ports or remove it with `ip link set dev {} xdp off`",
+                  name, a.value().prog_id, name),
+              EBUSY);
       } else if (adopt_id == 0) {
         adopt_id = a.value().prog_id;
       }
@@ -309,8 +314,8 @@ Status XdpLoader::load(const XdpLoaderOptions& options) {
     std::error_code ec;
     std::filesystem::create_directories(options.pin_dir, ec);
     if (ec)
-      return Status::error(fmt::format("cannot create pin directory {}: {}", options.pin_dir,
-                                       ec.message()));
+      return Status::error(
+          fmt::format("cannot create pin directory {}: {}", options.pin_dir, ec.message()));
     // Maps pinned there are reused by name: they must not be a running
     // softflowd's.  A bpffs directory is identified by device and inode.
     struct stat st {};
@@ -399,26 +404,7 @@ void XdpLoader::clear_maps() {
   bpf_map_update_elem(maps_.config, &zero, &config, BPF_ANY);
 }
 
-sf_xdp_stats XdpLoader::read_stats() const {
-  sf_xdp_stats total{};
-  if (maps_.stats < 0) return total;
-  const int n_cpus = libbpf_num_possible_cpus();
-  if (n_cpus <= 0) return total;
-  std::vector<sf_xdp_stats> per_cpu(static_cast<size_t>(n_cpus));
-  uint32_t zero = 0;
-  if (bpf_map_lookup_elem(maps_.stats, &zero, per_cpu.data()) != 0) return total;
-  // Every field is a __u64 counter (sf_abi.h): summed word by word.
-  static_assert(sizeof(sf_xdp_stats) % sizeof(uint64_t) == 0);
-  constexpr size_t kWords = sizeof(sf_xdp_stats) / sizeof(uint64_t);
-  for (const sf_xdp_stats& s : per_cpu) {
-    uint64_t words[kWords], sums[kWords];
-    std::memcpy(words, &s, sizeof(s));
-    std::memcpy(sums, &total, sizeof(total));
-    for (size_t i = 0; i < kWords; ++i) sums[i] += words[i];
-    std::memcpy(&total, sums, sizeof(total));
-  }
-  return total;
-}
+sf_xdp_stats XdpLoader::read_stats() const { return sum_percpu<sf_xdp_stats>(maps_.stats, 0); }
 
 void XdpLoader::release() {
   clear_maps();

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "percpu.h"
 #include "sf_nic.skel.h"
 
 namespace softflow {
@@ -160,28 +161,8 @@ void NicTcam::erase(const TcamEntry& entry) {
   release_mask(slot);
 }
 
-uint64_t NicTcam::hits(uint32_t index) const {
-  std::vector<uint64_t> per_cpu(static_cast<size_t>(n_cpus_));
-  if (bpf_map_lookup_elem(hits_fd_, &index, per_cpu.data()) != 0) return 0;
-  uint64_t total = 0;
-  for (uint64_t v : per_cpu) total += v;
-  return total;
-}
+uint64_t NicTcam::hits(uint32_t index) const { return sum_percpu<uint64_t>(hits_fd_, index); }
 
-sf_nic_stats NicTcam::nic_stats() const {
-  sf_nic_stats total{};
-  std::vector<sf_nic_stats> per_cpu(static_cast<size_t>(n_cpus_));
-  uint32_t zero = 0;
-  if (bpf_map_lookup_elem(stats_fd_, &zero, per_cpu.data()) != 0) return total;
-  constexpr size_t kWords = sizeof(sf_nic_stats) / sizeof(uint64_t);
-  for (const sf_nic_stats& s : per_cpu) {
-    uint64_t words[kWords], sums[kWords];
-    std::memcpy(words, &s, sizeof(s));
-    std::memcpy(sums, &total, sizeof(total));
-    for (size_t i = 0; i < kWords; ++i) sums[i] += words[i];
-    std::memcpy(&total, sums, sizeof(total));
-  }
-  return total;
-}
+sf_nic_stats NicTcam::nic_stats() const { return sum_percpu<sf_nic_stats>(stats_fd_, 0); }
 
 }  // namespace softflow
